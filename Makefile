@@ -1,0 +1,51 @@
+# aigw — the two promises: `make run` starts a working gateway, `make test` runs everything CI runs.
+
+CARGO ?= cargo
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+
+.PHONY: run test test-rust test-conformance lint fmt bench build release venv clean-data
+
+## Build and start `aigw serve` on embedded defaults (http://127.0.0.1:8080, data in ./data).
+run:
+	$(CARGO) run --release --bin aigw -- serve
+
+## Everything CI runs: formatting, lints, Rust tests, and the SDK conformance suite.
+test: lint test-rust test-conformance
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-rust:
+	$(CARGO) test --workspace --all-targets
+
+## Official openai / anthropic Python SDKs against aigw in front of the mock upstream.
+test-conformance: venv
+	$(CARGO) build --release --bin aigw --bin aigw-mock
+	$(PY) -m pytest -q tests/conformance
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: tests/conformance/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r tests/conformance/requirements.txt
+	touch $@
+
+## Load bench: the same request mix straight to the mock and through aigw, in one run.
+bench:
+	$(CARGO) bench -p aigw-benches
+	$(CARGO) build --release --bin aigw --bin aigw-mock -p aigw-benches --bin loadbench
+	./target/release/loadbench
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release --bin aigw
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-data:
+	rm -rf ./data

@@ -1,0 +1,94 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The validated configuration of one aigw process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP listener (inference, management API, health, metrics).
+    pub http_addr: SocketAddr,
+    /// Address of the gRPC listener (shard and admin services).
+    pub grpc_addr: SocketAddr,
+    /// Directory for all local state (index, blobs).
+    pub data_dir: PathBuf,
+    /// Bearer token that grants every administrative permission. Never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// Per-provider overrides, keyed by slug (`openai`, `custom-acme`, ...).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// How the edge talks to upstreams.
+    pub proxy: ProxyConfig,
+    /// The in-process queue between the edge and the log store.
+    pub log_queue: LogQueueConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            data_dir: PathBuf::from("./data"),
+            admin_token: None,
+            providers: BTreeMap::new(),
+            proxy: ProxyConfig::default(),
+            log_queue: LogQueueConfig::default(),
+        }
+    }
+}
+
+/// Settings of one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Base URL the upstream path is appended to; may use `{account_id}` and `{path_segment}`.
+    pub base_url: String,
+}
+
+/// How the edge proxies requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Largest accepted request body; larger requests get 413. Also the most of each body that
+    /// is kept for the log.
+    pub max_body_bytes: u64,
+    /// Time allowed for the upstream to send response headers, and the longest silence allowed
+    /// between chunks of a streamed response. `cf-aig-request-timeout` overrides it per request.
+    pub upstream_timeout_ms: u64,
+    /// Time allowed to establish an upstream connection.
+    pub connect_timeout_ms: u64,
+    /// Idle upstream connections kept per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 50 * 1024 * 1024,
+            upstream_timeout_ms: 120_000,
+            connect_timeout_ms: 10_000,
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+/// The bounded queue that decouples responses from log writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogQueueConfig {
+    /// Records buffered before new ones are dropped (and counted in `/metrics`).
+    pub capacity: usize,
+    /// Most records handed to the store in one write.
+    pub batch_size: usize,
+}
+
+impl Default for LogQueueConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 16_384,
+            batch_size: 512,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The aigw edge.
+//!
+//! This crate owns the HTTP face of aigw: the axum router, the provider passthrough proxy that
+//! relays responses (streams included) as they arrive while teeing them into a log capture, the
+//! `cf-aig-*` request directives, the bounded queue that ships finished log records to a
+//! [`LogSink`], and the edge's health and Prometheus endpoints. It must not know how logs are
+//! stored: the store plugs in behind [`LogSink`] and gateway settings behind
+//! [`GatewayDirectory`]; it links no storage, consensus or object-store crates.
+//!
+//! Request path: [`route`] parses `/v1/{account}/{gateway}/{provider}/{path}` → the provider
+//! catalogue builds the upstream URL → the gateway is resolved → [`directives`] are parsed → the
+//! body is read under the size limit → the upstream request is sent on a pooled client → the
+//! response head is relayed with `cf-aig-log-id` and the body flows through [`exchange::TeeBody`],
+//! which hands the finished record to the [`LogShipper`].
+
+pub mod directives;
+pub mod error;
+pub mod exchange;
+pub mod gateways;
+mod memory_sink;
+pub mod metrics;
+mod ops;
+pub mod proxy;
+pub mod route;
+pub mod shipper;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aigw_config::Config;
+use aigw_providers::{ProviderCatalog, registry::CatalogError};
+use axum::Router;
+use axum::routing::{any, get};
+use tokio::net::TcpListener;
+
+pub use error::EdgeError;
+pub use gateways::{GatewayDirectory, GatewaySettings, InMemoryGateways};
+pub use memory_sink::MemorySink;
+pub use metrics::Metrics;
+pub use shipper::{LogEntry, LogShipper, LogSink, PendingLog, ShipperTask, SinkError, SinkFuture};
+
+/// Proxy limits resolved from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyLimits {
+    max_body_bytes: u64,
+    upstream_timeout: Duration,
+}
+
+/// Everything request handlers share.
+pub struct EdgeState {
+    catalog: ProviderCatalog,
+    gateways: Arc<dyn GatewayDirectory>,
+    client: reqwest::Client,
+    shipper: LogShipper,
+    metrics: Arc<Metrics>,
+    proxy: ProxyLimits,
+}
+
+/// Why an edge could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeBuildError {
+    /// A provider override is invalid (config validation normally catches this first).
+    #[error(transparent)]
+    Provider(#[from] CatalogError),
+    /// The upstream HTTP client could not be created (TLS setup).
+    #[error("cannot create the upstream HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// A configured edge: its shared state and the worker shipping its logs.
+pub struct Edge {
+    state: Arc<EdgeState>,
+    shipper_task: ShipperTask,
+}
+
+impl Edge {
+    /// Build an edge from `config`, shipping logs to `sink` and resolving gateways through
+    /// `gateways`. Must be called inside a Tokio runtime (it starts the log worker).
+    pub fn new(
+        config: &Config,
+        sink: Arc<dyn LogSink>,
+        gateways: Arc<dyn GatewayDirectory>,
+    ) -> Result<Self, EdgeBuildError> {
+        let catalog = ProviderCatalog::new(
+            config
+                .providers
+                .iter()
+                .map(|(slug, p)| (slug.clone(), p.base_url.clone())),
+        )?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(config.proxy.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_millis(config.proxy.connect_timeout_ms))
+            .tcp_nodelay(true)
+            // A gateway relays redirects to the client; it never follows them itself.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()?;
+        let metrics = Arc::new(Metrics::default());
+        let (shipper, shipper_task) = LogShipper::spawn(
+            sink,
+            config.log_queue.capacity,
+            config.log_queue.batch_size,
+            metrics.clone(),
+        );
+        let state = EdgeState {
+            catalog,
+            gateways,
+            client,
+            shipper,
+            metrics,
+            proxy: ProxyLimits {
+                max_body_bytes: config.proxy.max_body_bytes,
+                upstream_timeout: Duration::from_millis(config.proxy.upstream_timeout_ms),
+            },
+        };
+        Ok(Self {
+            state: Arc::new(state),
+            shipper_task,
+        })
+    }
+
+    /// The HTTP router: inference under `/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(ops::healthz))
+            .route("/readyz", get(ops::readyz))
+            .route("/metrics", get(ops::metrics))
+            .route("/v1/{*rest}", any(proxy::handle))
+            .fallback(ops::not_found)
+            .with_state(self.state.clone())
+    }
+
+    /// The edge's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.state.metrics
+    }
+
+    /// Serve on `listener` until `shutdown` resolves and open connections finish, then flush
+    /// every queued log record to the sink.
+    pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+            }
+        });
+        let router = self.router();
+        let Edge {
+            state,
+            shipper_task,
+        } = self;
+        drop(state);
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        // The router (and with it the last queue sender) is gone: the worker drains and stops.
+        shipper_task.drained().await;
+        served
+    }
+}

@@ -1,0 +1,350 @@
+//! The provider passthrough: `/v1/{account}/{gateway}/{provider}/{path...}`.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use aigw_types::{LogRecord, RequestOutcome};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use tracing::Instrument;
+use ulid::Ulid;
+
+use crate::EdgeState;
+use crate::directives::{CONTROL_PREFIX, Directives};
+use crate::error::EdgeError;
+use crate::exchange::{ExchangeGuard, TeeBody};
+use crate::route::parse_gateway_path;
+use crate::shipper::PendingLog;
+
+/// Response header carrying the log id.
+pub const LOG_ID_HEADER: &str = "cf-aig-log-id";
+/// Response header echoing `cf-aig-event-id`.
+pub const EVENT_ID_HEADER: &str = "cf-aig-event-id";
+
+/// Metrics label for requests rejected before a provider was resolved (keeps labels bounded).
+const NO_PROVIDER: &str = "-";
+
+/// Axum handler for provider requests.
+pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "proxy",
+        account = tracing::field::Empty,
+        gateway = tracing::field::Empty,
+        provider = tracing::field::Empty,
+        log_id = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let result = proxy(&edge, req, started).instrument(span.clone()).await;
+    let response = result.unwrap_or_else(|e| {
+        edge.metrics.request(
+            NO_PROVIDER,
+            e.status_and_code().0.as_u16(),
+            started.elapsed(),
+        );
+        tracing::debug!(parent: &span, error = %e, "request rejected");
+        e.into_response()
+    });
+    span.record("status", response.status().as_u16());
+    response
+}
+
+async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Response, EdgeError> {
+    let created_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let (parts, body) = req.into_parts();
+    let path = parse_gateway_path(parts.uri.path())?;
+    let span = tracing::Span::current();
+    span.record("account", path.account);
+    span.record("gateway", path.gateway);
+    span.record("provider", path.provider);
+
+    let provider = edge
+        .catalog
+        .get(path.provider)
+        .ok_or_else(|| EdgeError::UnknownProvider(path.provider.to_owned()))?
+        .clone();
+    let settings = edge
+        .gateways
+        .resolve(path.account, path.gateway)
+        .ok_or_else(|| EdgeError::GatewayNotFound {
+            account: path.account.to_owned(),
+            gateway: path.gateway.to_owned(),
+        })?;
+    let directives = Directives::parse(&parts.headers)?;
+    let target = provider
+        .target(path.account, path.rest, parts.uri.query())
+        .map_err(|e| EdgeError::MalformedPath(e.to_string()))?;
+
+    let limit = edge.proxy.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(EdgeError::BodyTooLarge { limit });
+    }
+    let body = read_body(body, limit).await?;
+
+    let log_id = Ulid::new();
+    span.record("log_id", tracing::field::display(log_id));
+    let collect = directives.collect_log.unwrap_or(settings.collect_logs);
+    let log = collect.then(|| {
+        let mut record = LogRecord::new(
+            log_id,
+            created_at_ms,
+            path.account,
+            path.gateway,
+            &provider.slug,
+        );
+        record.path = target.logged_path.clone();
+        record.method = parts.method.as_str().to_owned();
+        record.metadata = directives.metadata.clone();
+        record.event_id = directives.event_id.clone();
+        record.request_content_type = header_text(&parts.headers, header::CONTENT_TYPE);
+        record.user_agent = header_text(&parts.headers, header::USER_AGENT);
+        record.request_size = body.len() as u64;
+        record.authentication = directives.has_authorization;
+        record.payload_collected = directives.collect_payload;
+        PendingLog {
+            record,
+            wire: provider.wire,
+            request_body: body.clone(),
+            response_chunks: Vec::new(),
+            custom_cost: directives.custom_cost,
+        }
+    });
+    let mut guard = ExchangeGuard::new(
+        provider.clone(),
+        started,
+        log,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+        edge.shipper.clone(),
+        edge.metrics.clone(),
+    );
+
+    let timeout = directives
+        .request_timeout
+        .unwrap_or(edge.proxy.upstream_timeout);
+    let upstream_req = edge
+        .client
+        .request(parts.method.clone(), &target.url)
+        .headers(upstream_headers(&parts.headers))
+        .body(body)
+        .build()
+        .map_err(|e| {
+            EdgeError::MalformedPath(format!("cannot build upstream URL: {}", root_cause(&e)))
+        })?;
+
+    let upstream = match tokio::time::timeout(timeout, edge.client.execute(upstream_req)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            edge.metrics.upstream_error(&provider.slug, "unreachable");
+            let err = EdgeError::UpstreamUnreachable {
+                provider: provider.slug.clone(),
+                reason: root_cause(&e),
+            };
+            tracing::warn!(error = %err, "upstream request failed");
+            return Ok(gateway_failure(
+                guard,
+                err,
+                RequestOutcome::UpstreamUnreachable,
+                collect,
+                log_id,
+            ));
+        }
+        Err(_) => {
+            edge.metrics.upstream_error(&provider.slug, "timeout");
+            let err = EdgeError::UpstreamTimeout {
+                provider: provider.slug.clone(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            tracing::warn!(error = %err, "upstream timed out");
+            return Ok(gateway_failure(
+                guard,
+                err,
+                RequestOutcome::UpstreamTimeout,
+                collect,
+                log_id,
+            ));
+        }
+    };
+
+    let status = upstream.status();
+    if status.is_client_error() {
+        edge.metrics.upstream_error(&provider.slug, "status_4xx");
+    } else if status.is_server_error() {
+        edge.metrics.upstream_error(&provider.slug, "status_5xx");
+    }
+    let content_type = header_text(upstream.headers(), header::CONTENT_TYPE);
+    let streamed = content_type
+        .as_deref()
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    guard.response_head(status.as_u16(), content_type.as_deref(), streamed);
+
+    let upstream: http::Response<reqwest::Body> = upstream.into();
+    let (up_parts, up_body) = upstream.into_parts();
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    copy_response_headers(&up_parts.headers, response.headers_mut());
+    add_gateway_headers(
+        response.headers_mut(),
+        collect,
+        log_id,
+        directives.event_id.as_deref(),
+    );
+
+    if parts.method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        guard.finish(RequestOutcome::Completed, None, None);
+        return Ok(response);
+    }
+    *response.body_mut() = Body::new(TeeBody::new(up_body, guard, timeout));
+    Ok(response)
+}
+
+/// Read the whole request body, refusing more than `limit` bytes.
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, EdgeError> {
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, limit_usize).await.map_err(|e| {
+        let too_large = error_chain(&e).any(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            EdgeError::BodyTooLarge { limit }
+        } else {
+            EdgeError::BodyRead(root_cause(&e))
+        }
+    })
+}
+
+/// End an exchange the gateway answered by itself (502/504) and build the error response.
+fn gateway_failure(
+    guard: ExchangeGuard,
+    err: EdgeError,
+    outcome: RequestOutcome,
+    logged: bool,
+    log_id: Ulid,
+) -> Response {
+    let status = err.status_and_code().0;
+    guard.finish(outcome, Some(status.as_u16()), Some(err.to_string()));
+    let mut response = err.into_response();
+    add_gateway_headers(response.headers_mut(), logged, log_id, None);
+    response
+}
+
+fn add_gateway_headers(
+    headers: &mut HeaderMap,
+    logged: bool,
+    log_id: Ulid,
+    event_id: Option<&str>,
+) {
+    if logged && let Ok(value) = HeaderValue::from_str(&log_id.to_string()) {
+        headers.insert(HeaderName::from_static(LOG_ID_HEADER), value);
+    }
+    if let Some(value) = event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        headers.insert(HeaderName::from_static(EVENT_ID_HEADER), value);
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded in either direction.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Headers sent upstream: the client's, minus hop-by-hop, `Host`, `Content-Length` (recomputed),
+/// `Accept-Encoding` (the edge asks for identity so it can read usage from the body) and the
+/// gateway's own `cf-aig-*` control headers. Credentials pass through untouched.
+fn upstream_headers(incoming: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    for (name, value) in incoming {
+        let skip = is_hop_by_hop(name)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::ACCEPT_ENCODING
+            || name.as_str().starts_with(CONTROL_PREFIX);
+        if !skip {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+fn copy_response_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
+    out.reserve(upstream.len() + 2);
+    for (name, value) in upstream {
+        if !is_hop_by_hop(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// The innermost cause of an error, which for reqwest names the actual failure (connection
+/// refused, reset) without the URL — URLs may carry credentials in their query.
+pub(crate) fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    error_chain(err)
+        .last()
+        .map_or_else(String::new, |e| e.to_string())
+}
+
+/// `err` followed by its sources, outermost first.
+fn error_chain<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(err), |e: &&'a (dyn StdError + 'static)| (*e).source())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_hop_and_host_headers_are_not_forwarded_but_credentials_are() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer sk-secret"),
+            ("x-api-key", "ak"),
+            ("api-key", "az"),
+            ("anthropic-version", "2023-06-01"),
+            ("cf-aig-metadata", "{}"),
+            ("cf-aig-authorization", "Bearer gw"),
+            ("host", "gateway"),
+            ("connection", "keep-alive"),
+            ("content-length", "10"),
+            ("accept-encoding", "gzip"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = upstream_headers(&h);
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            ["authorization", "x-api-key", "api-key", "anthropic-version"]
+        );
+    }
+}
