@@ -1,0 +1,7 @@
+//! End-to-end tests of the mock upstream over real HTTP connections.
+
+mod cli;
+mod faults;
+mod recording;
+mod support;
+mod wire_formats;
