@@ -17,8 +17,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test-rust:
-	$(CARGO) test --workspace --all-targets
+## Rust tests; the S3 blob-store tests run against moto_server from the venv.
+test-rust: venv
+	MOTO_SERVER_BIN=$(CURDIR)/$(VENV)/bin/moto_server S3_TESTS_REQUIRED=1 $(CARGO) test --workspace --all-targets
 
 ## Official openai / anthropic Python SDKs against aigw in front of the mock upstream.
 test-conformance: venv
@@ -26,16 +27,17 @@ test-conformance: venv
 	$(PY) -m pytest -q tests/conformance
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: tests/conformance/requirements.txt
+$(VENV)/.installed: tests/conformance/requirements.txt tests/moto-requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r tests/conformance/requirements.txt
+	$(PY) -m pip install -q -r tests/conformance/requirements.txt -r tests/moto-requirements.txt
 	touch $@
 
 ## Load bench: the same request mix straight to the mock and through aigw, in one run.
 bench:
 	$(CARGO) bench -p aigw-benches
-	$(CARGO) build --release --bin aigw --bin aigw-mock -p aigw-benches --bin loadbench
+	$(CARGO) build --release --bin aigw --bin aigw-mock
+	$(CARGO) build --release -p aigw-benches --bin loadbench
 	./target/release/loadbench
 
 build:

@@ -9,4 +9,4 @@ mod load;
 mod model;
 
 pub use load::{ConfigError, KeyError, Override, Overrides, load};
-pub use model::{Config, LogQueueConfig, ProviderConfig, ProxyConfig};
+pub use model::{BlobConfig, BlobKind, Config, LogQueueConfig, ProviderConfig, ProxyConfig};

@@ -260,6 +260,29 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "log_queue.batch_size",
         "must be greater than 0".to_owned(),
     );
+    if config.blob.kind == crate::model::BlobKind::S3 {
+        check(
+            !config.blob.bucket.is_empty(),
+            "blob.bucket",
+            "is required when blob.kind = \"s3\"".to_owned(),
+        );
+        check(
+            config.blob.access_key_id.is_empty() == config.blob.secret_access_key.is_empty(),
+            "blob.access_key_id",
+            "set both access_key_id and secret_access_key, or neither (standard AWS chain)"
+                .to_owned(),
+        );
+        check(
+            config.blob.endpoint.is_empty()
+                || config.blob.endpoint.starts_with("http://")
+                || config.blob.endpoint.starts_with("https://"),
+            "blob.endpoint",
+            format!(
+                "`{}` must be an http:// or https:// URL",
+                config.blob.endpoint
+            ),
+        );
+    }
     for (slug, provider) in &config.providers {
         if let Err(e) = ProviderCatalog::new([(slug.as_str(), provider.base_url.as_str())]) {
             let key = format!("providers.{slug}.base_url");
@@ -350,6 +373,11 @@ mod tests {
         let msg = invalid(load(Some(f.path()), &Overrides::default()));
         assert!(msg.contains("`providers.nope.base_url`"), "{msg}");
         assert!(msg.contains("`proxy.max_body_bytes`"), "{msg}");
+
+        let msg = invalid(load(None, &env(&[("AIGW_BLOB__KIND", "s3")])));
+        assert!(msg.contains("`blob.bucket`"), "{msg}");
+        let msg = invalid(load(None, &env(&[("AIGW_BLOB__KIND", "tape")])));
+        assert!(msg.contains("`blob.kind`") && msg.contains("tape"), "{msg}");
 
         let msg = invalid(load(None, &env(&[("AIGW_ADMIN_TOKEN", "short")])));
         assert!(

@@ -23,6 +23,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// The in-process queue between the edge and the log store.
     pub log_queue: LogQueueConfig,
+    /// Where request and response bodies are stored.
+    pub blob: BlobConfig,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             providers: BTreeMap::new(),
             proxy: ProxyConfig::default(),
             log_queue: LogQueueConfig::default(),
+            blob: BlobConfig::default(),
         }
     }
 }
@@ -89,6 +92,58 @@ impl Default for LogQueueConfig {
         Self {
             capacity: 16_384,
             batch_size: 512,
+        }
+    }
+}
+
+/// Which object store keeps bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    /// A local directory, `<data_dir>/blobs` unless `path` is set.
+    #[default]
+    Fs,
+    /// An S3-compatible service.
+    S3,
+}
+
+/// Object storage for bodies (`[blob]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobConfig {
+    /// `fs` or `s3`.
+    pub kind: BlobKind,
+    /// Directory for `kind = "fs"`; empty means `<data_dir>/blobs`.
+    pub path: String,
+    /// S3 endpoint URL (e.g. `http://127.0.0.1:9000`); empty means AWS's regional endpoint.
+    pub endpoint: String,
+    /// S3 bucket.
+    pub bucket: String,
+    /// S3 region.
+    pub region: String,
+    /// Address buckets by path (`endpoint/bucket/key`), as most non-AWS servers need.
+    pub path_style: bool,
+    /// Static access key id; empty means the standard AWS credential chain.
+    pub access_key_id: String,
+    /// Static secret access key (never logged); empty means the standard AWS credential chain.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub secret_access_key: String,
+    /// Key prefix inside the bucket or directory.
+    pub prefix: String,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        Self {
+            kind: BlobKind::Fs,
+            path: String::new(),
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".to_owned(),
+            path_style: true,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            prefix: String::new(),
         }
     }
 }

@@ -130,6 +130,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
         edge.metrics.clone(),
     );
 
+    let echo = gateway_headers(collect.then_some(log_id), directives.event_id.as_deref());
     let timeout = directives
         .request_timeout
         .unwrap_or(edge.proxy.upstream_timeout);
@@ -156,8 +157,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
                 guard,
                 err,
                 RequestOutcome::UpstreamUnreachable,
-                collect,
-                log_id,
+                echo,
             ));
         }
         Err(_) => {
@@ -171,8 +171,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
                 guard,
                 err,
                 RequestOutcome::UpstreamTimeout,
-                collect,
-                log_id,
+                echo,
             ));
         }
     };
@@ -194,12 +193,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     copy_response_headers(&up_parts.headers, response.headers_mut());
-    add_gateway_headers(
-        response.headers_mut(),
-        collect,
-        log_id,
-        directives.event_id.as_deref(),
-    );
+    response.headers_mut().extend(echo);
 
     if parts.method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -230,28 +224,26 @@ fn gateway_failure(
     guard: ExchangeGuard,
     err: EdgeError,
     outcome: RequestOutcome,
-    logged: bool,
-    log_id: Ulid,
+    echo: HeaderMap,
 ) -> Response {
     let status = err.status_and_code().0;
     guard.finish(outcome, Some(status.as_u16()), Some(err.to_string()));
     let mut response = err.into_response();
-    add_gateway_headers(response.headers_mut(), logged, log_id, None);
+    response.headers_mut().extend(echo);
     response
 }
 
-fn add_gateway_headers(
-    headers: &mut HeaderMap,
-    logged: bool,
-    log_id: Ulid,
-    event_id: Option<&str>,
-) {
-    if logged && let Ok(value) = HeaderValue::from_str(&log_id.to_string()) {
+/// The gateway's own response headers: `cf-aig-log-id` when the request is logged, and the
+/// caller's `cf-aig-event-id`. Every response of a proxied request carries them, errors included.
+fn gateway_headers(log_id: Option<Ulid>, event_id: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(2);
+    if let Some(value) = log_id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
         headers.insert(HeaderName::from_static(LOG_ID_HEADER), value);
     }
     if let Some(value) = event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         headers.insert(HeaderName::from_static(EVENT_ID_HEADER), value);
     }
+    headers
 }
 
 fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {

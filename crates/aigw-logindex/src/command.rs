@@ -1,0 +1,108 @@
+//! Commands replicated through the shard's Raft log, and their replies.
+//!
+//! Every command is deterministic and idempotent: applying it twice, or on top of a state that
+//! already holds part of its effect, yields the same state. The Raft layer relies on this after
+//! crashes and when replaying entries over a fuzzy snapshot.
+
+use aigw_proto::shard::{LogRecord, MetadataEntry};
+
+/// Insert rows; ids already present are left untouched.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Insert {
+    /// Rows to insert, account and gateway included.
+    #[prost(message, repeated, tag = "1")]
+    pub rows: Vec<LogRecord>,
+}
+
+/// Change the mutable fields of one row.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Update {
+    /// Account of the row.
+    #[prost(string, tag = "1")]
+    pub account_id: String,
+    /// Gateway of the row.
+    #[prost(string, tag = "2")]
+    pub gateway_id: String,
+    /// Row id (16 bytes).
+    #[prost(bytes = "vec", tag = "3")]
+    pub id: Vec<u8>,
+    /// New feedback (-1, 0, 1).
+    #[prost(sint32, optional, tag = "4")]
+    pub feedback: Option<i32>,
+    /// New score.
+    #[prost(double, optional, tag = "5")]
+    pub score: Option<f64>,
+    /// Whether `metadata` replaces the row's metadata.
+    #[prost(bool, tag = "6")]
+    pub replace_metadata: bool,
+    /// The new metadata (when `replace_metadata`).
+    #[prost(message, repeated, tag = "7")]
+    pub metadata: Vec<MetadataEntry>,
+}
+
+/// Delete rows by id (the leader resolves filters to ids before proposing).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Delete {
+    /// Account of the rows.
+    #[prost(string, tag = "1")]
+    pub account_id: String,
+    /// Gateway of the rows.
+    #[prost(string, tag = "2")]
+    pub gateway_id: String,
+    /// Ids (16 bytes each).
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub ids: Vec<Vec<u8>>,
+}
+
+/// Delete every row of a gateway.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteGateway {
+    /// Account.
+    #[prost(string, tag = "1")]
+    pub account_id: String,
+    /// Gateway.
+    #[prost(string, tag = "2")]
+    pub gateway_id: String,
+}
+
+/// One replicated command.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Command {
+    /// What to do.
+    #[prost(oneof = "kind::Kind", tags = "1, 2, 3, 4")]
+    pub kind: Option<kind::Kind>,
+}
+
+/// The variants of [`Command`].
+pub mod kind {
+    /// What a command does.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        /// Insert rows.
+        #[prost(message, tag = "1")]
+        Insert(super::Insert),
+        /// Update a row.
+        #[prost(message, tag = "2")]
+        Update(super::Update),
+        /// Delete rows.
+        #[prost(message, tag = "3")]
+        Delete(super::Delete),
+        /// Delete a gateway's rows.
+        #[prost(message, tag = "4")]
+        DeleteGateway(super::DeleteGateway),
+    }
+}
+
+/// The result of applying a command.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Applied {
+    /// Rows inserted, updated or deleted (already-present or absent rows are not counted).
+    #[prost(uint64, tag = "1")]
+    pub affected: u64,
+    /// Body object keys of deleted rows, for the leader to delete from the blob store.
+    #[prost(string, repeated, tag = "2")]
+    pub deleted_body_keys: Vec<String>,
+    /// The row after an update.
+    #[prost(message, optional, tag = "3")]
+    pub row: Option<LogRecord>,
+}

@@ -1,0 +1,566 @@
+//! The log index against a brute-force oracle, plus updates, deletes and snapshots.
+
+use aigw_logindex::command::{Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
+use aigw_logindex::keys::Field;
+use aigw_logindex::{CompiledQuery, LogIndex, QueryError};
+use aigw_proto::shard::{
+    Filter, FilterOperator, FilterValue, LogQuery, LogRecord, MetadataEntry, OrderBy, filter_value,
+    metadata_entry,
+};
+use ulid::Ulid;
+
+fn open() -> (tempfile::TempDir, LogIndex) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    (dir, LogIndex::new(db.open_tree("shard-0").unwrap()))
+}
+
+const MODELS: [&str; 3] = ["gpt-4o-mini", "claude-3-5-haiku", "llama-3.1-8b"];
+const PROVIDERS: [&str; 3] = ["openai", "anthropic", "workers-ai"];
+
+/// A deterministic row `i` of `account`/`gateway`, created at `1_700_000_000_000 + i` ms.
+fn row(account: &str, gateway: &str, i: u64) -> LogRecord {
+    let created = 1_700_000_000_000 + i;
+    let k = (i % 3) as usize;
+    LogRecord {
+        id: Ulid::from_parts(created, u128::from(i))
+            .to_bytes()
+            .to_vec()
+            .into(),
+        created_at_ms: created as i64,
+        account_id: account.into(),
+        gateway_id: gateway.into(),
+        provider: PROVIDERS[k].into(),
+        model: MODELS[k].into(),
+        model_type: "chat".into(),
+        path: "/chat/completions".into(),
+        request_type: "provider".into(),
+        status_code: if i.is_multiple_of(7) { 500 } else { 200 },
+        success: !i.is_multiple_of(7),
+        cached: i.is_multiple_of(11),
+        tokens_in: Some(i % 50),
+        tokens_out: Some(10),
+        cost: Some((i % 13) as f64 * 0.001),
+        duration_ms: i % 100,
+        event_id: i.is_multiple_of(5).then(|| format!("evt-{i}")),
+        metadata: vec![MetadataEntry {
+            key: "user".into(),
+            value: Some(metadata_entry::Value::Text(format!("u{}", i % 4))),
+        }],
+        request_body_key: Some(format!("{account}/{gateway}/{i}/req")),
+        ..Default::default()
+    }
+}
+
+fn insert(index: &LogIndex, rows: Vec<LogRecord>) -> u64 {
+    index
+        .apply(Command {
+            kind: Some(Kind::Insert(Insert { rows })),
+        })
+        .unwrap()
+        .affected
+}
+
+fn text(s: &str) -> FilterValue {
+    FilterValue {
+        kind: Some(filter_value::Kind::Text(s.into())),
+    }
+}
+fn num(n: f64) -> FilterValue {
+    FilterValue {
+        kind: Some(filter_value::Kind::Number(n)),
+    }
+}
+fn flag(b: bool) -> FilterValue {
+    FilterValue {
+        kind: Some(filter_value::Kind::Flag(b)),
+    }
+}
+fn filter(key: &str, op: FilterOperator, values: Vec<FilterValue>) -> Filter {
+    Filter {
+        key: key.into(),
+        operator: op as i32,
+        values,
+    }
+}
+
+fn query(filters: Vec<Filter>) -> LogQuery {
+    LogQuery {
+        account_id: "acct".into(),
+        gateway_id: "gw".into(),
+        filters,
+        ..Default::default()
+    }
+}
+
+fn ids(rows: &[LogRecord]) -> Vec<Vec<u8>> {
+    rows.iter().map(|r| r.id.to_vec()).collect()
+}
+
+/// Every match of `q`, newest first, computed naively over `all`.
+fn oracle(all: &[LogRecord], keep: impl Fn(&LogRecord) -> bool) -> Vec<Vec<u8>> {
+    let mut m: Vec<&LogRecord> = all.iter().filter(|r| keep(r)).collect();
+    m.sort_by(|a, b| b.id.cmp(&a.id));
+    m.into_iter().map(|r| r.id.to_vec()).collect()
+}
+
+fn run(index: &LogIndex, q: LogQuery, page: u32, per_page: u32) -> (Vec<Vec<u8>>, u64) {
+    let compiled = CompiledQuery::compile(&q).unwrap();
+    let page = index.list(&compiled, page, per_page).unwrap();
+    (ids(&page.rows), page.total)
+}
+
+/// A row predicate the oracle evaluates.
+type Predicate = Box<dyn Fn(&LogRecord) -> bool>;
+
+#[test]
+fn queries_match_a_brute_force_oracle() {
+    let (_dir, index) = open();
+    let all: Vec<LogRecord> = (0..600).map(|i| row("acct", "gw", i)).collect();
+    assert_eq!(insert(&index, all[..300].to_vec()), 300);
+    assert_eq!(insert(&index, all[300..].to_vec()), 300);
+    // Another tenant with the same gateway name and another gateway of the same account.
+    insert(&index, (0..50).map(|i| row("other", "gw", i)).collect());
+    insert(
+        &index,
+        (0..50).map(|i| row("acct", "gw2", 1000 + i)).collect(),
+    );
+
+    use FilterOperator::*;
+    let cases: Vec<(Vec<Filter>, Predicate)> = vec![
+        (vec![], Box::new(|_| true)),
+        (
+            vec![filter("model", Eq, vec![text("gpt-4o-mini")])],
+            Box::new(|r| r.model == "gpt-4o-mini"),
+        ),
+        (
+            vec![filter(
+                "model",
+                Eq,
+                vec![text("gpt-4o-mini"), text("llama-3.1-8b")],
+            )],
+            Box::new(|r| r.model != "claude-3-5-haiku"),
+        ),
+        (
+            vec![filter("provider", Neq, vec![text("openai")])],
+            Box::new(|r| r.provider != "openai"),
+        ),
+        (
+            vec![filter("success", Eq, vec![flag(false)])],
+            Box::new(|r| !r.success),
+        ),
+        (
+            vec![filter("success", Eq, vec![text("true")])],
+            Box::new(|r| r.success),
+        ),
+        (
+            vec![filter("cached", Eq, vec![flag(true)])],
+            Box::new(|r| r.cached),
+        ),
+        (
+            vec![filter("event_id", Eq, vec![text("evt-250")])],
+            Box::new(|r| r.event_id.as_deref() == Some("evt-250")),
+        ),
+        (
+            vec![filter("metadata.value", Eq, vec![text("u3")])],
+            Box::new(|r| {
+                r.id.len() == 16
+                    && {
+                        matches!(&r.metadata[0].value, Some(metadata_entry::Value::Text(v)) if v == "u3")
+                    }
+            }),
+        ),
+        (
+            vec![filter("metadata.key", Eq, vec![text("user")])],
+            Box::new(|_| true),
+        ),
+        (
+            vec![filter("model", Contains, vec![text("CLAUDE")])],
+            Box::new(|r| r.model.contains("claude")),
+        ),
+        (
+            vec![filter("cost", Gt, vec![num(0.01)])],
+            Box::new(|r| r.cost.unwrap() > 0.01),
+        ),
+        (
+            vec![filter("tokens_in", Lt, vec![num(5.0)])],
+            Box::new(|r| r.tokens_in.unwrap() < 5),
+        ),
+        (
+            vec![filter("tokens", Gt, vec![num(55.0)])],
+            Box::new(|r| r.tokens_in.unwrap() + 10 > 55),
+        ),
+        (
+            vec![filter("duration", Eq, vec![num(42.0)])],
+            Box::new(|r| r.duration_ms == 42),
+        ),
+        (
+            vec![filter("status_code", Eq, vec![num(500.0)])],
+            Box::new(|r| r.status_code == 500),
+        ),
+        (
+            vec![
+                filter("created_at", Gt, vec![num(1_700_000_000_100.0)]),
+                filter("created_at", Lt, vec![num(1_700_000_000_400.0)]),
+            ],
+            Box::new(|r| {
+                r.created_at_ms > 1_700_000_000_100 && r.created_at_ms < 1_700_000_000_400
+            }),
+        ),
+        (
+            vec![
+                filter("model", Eq, vec![text("gpt-4o-mini")]),
+                filter("success", Eq, vec![flag(false)]),
+            ],
+            Box::new(|r| r.model == "gpt-4o-mini" && !r.success),
+        ),
+        (
+            vec![filter(
+                "feedback",
+                Eq,
+                vec![FilterValue {
+                    kind: Some(filter_value::Kind::Null(true)),
+                }],
+            )],
+            Box::new(|r| r.feedback.is_none()),
+        ),
+    ];
+    let mine: Vec<LogRecord> = all.clone();
+    for (n, (filters, keep)) in cases.into_iter().enumerate() {
+        let expected = oracle(&mine, &keep);
+        let (got, total) = run(&index, query(filters.clone()), 1, 1000);
+        assert_eq!(got, expected, "case {n}: {filters:?}");
+        assert_eq!(total, expected.len() as u64, "case {n} total");
+        // Page 2 of 7 is the oracle's slice.
+        let (page2, total2) = run(&index, query(filters.clone()), 2, 7);
+        let slice: Vec<_> = expected.iter().skip(7).take(7).cloned().collect();
+        assert_eq!(page2, slice, "case {n} page 2");
+        assert_eq!(total2, expected.len() as u64);
+        // Ascending order is the reverse.
+        let mut asc = query(filters.clone());
+        asc.ascending = true;
+        let (got_asc, _) = run(&index, asc, 1, 1000);
+        let mut rev = expected.clone();
+        rev.reverse();
+        assert_eq!(got_asc, rev, "case {n} ascending");
+    }
+
+    // Search looks at model, provider, event id and metadata.
+    let mut q = query(vec![]);
+    q.search = Some("EVT-25".into());
+    let (got, _) = run(&index, q, 1, 1000);
+    assert_eq!(
+        got,
+        oracle(&mine, |r| r
+            .event_id
+            .as_deref()
+            .is_some_and(|e| e.starts_with("evt-25")))
+    );
+
+    // Ordering by cost: largest first, ties newest first.
+    let mut q = query(vec![]);
+    q.order_by = OrderBy::Cost as i32;
+    let (got, total) = run(&index, q, 1, 20);
+    let mut by_cost = mine.clone();
+    by_cost.sort_by(|a, b| {
+        b.cost
+            .unwrap()
+            .total_cmp(&a.cost.unwrap())
+            .then(b.id.cmp(&a.id))
+    });
+    assert_eq!(got, ids(&by_cost[..20]));
+    assert_eq!(total, 600);
+
+    // Counters.
+    assert_eq!(index.count("acct", "gw", Field::All, b"").unwrap(), 600);
+    assert_eq!(
+        index
+            .count("acct", "gw", Field::Model, b"gpt-4o-mini")
+            .unwrap(),
+        200
+    );
+    assert_eq!(index.count("other", "gw", Field::All, b"").unwrap(), 50);
+}
+
+#[test]
+fn inserts_are_idempotent_and_rows_round_trip() {
+    let (_dir, index) = open();
+    let rows: Vec<LogRecord> = (0..10).map(|i| row("acct", "gw", i)).collect();
+    assert_eq!(insert(&index, rows.clone()), 10);
+    assert_eq!(
+        insert(&index, rows.clone()),
+        0,
+        "replayed insert changes nothing"
+    );
+    let mut dup = rows[..2].to_vec();
+    dup.extend(rows[..2].iter().cloned());
+    assert_eq!(insert(&index, dup), 0);
+    assert_eq!(index.count("acct", "gw", Field::All, b"").unwrap(), 10);
+    let id = Ulid::from_bytes(rows[3].id.as_ref().try_into().unwrap());
+    assert_eq!(
+        index.get("acct", "gw", id).unwrap().as_ref(),
+        Some(&rows[3])
+    );
+    assert_eq!(
+        index.get("other", "gw", id).unwrap(),
+        None,
+        "another tenant cannot read it"
+    );
+}
+
+#[test]
+fn updates_move_index_entries() {
+    let (_dir, index) = open();
+    let rows: Vec<LogRecord> = (1..=4).map(|i| row("acct", "gw", i)).collect();
+    insert(&index, rows.clone());
+    let applied = index
+        .apply(Command {
+            kind: Some(Kind::Update(Update {
+                account_id: "acct".into(),
+                gateway_id: "gw".into(),
+                id: rows[1].id.to_vec(),
+                feedback: Some(1),
+                score: Some(0.5),
+                replace_metadata: true,
+                metadata: vec![MetadataEntry {
+                    key: "team".into(),
+                    value: Some(metadata_entry::Value::Text("red".into())),
+                }],
+            })),
+        })
+        .unwrap();
+    assert_eq!(applied.affected, 1);
+    let updated = applied.row.unwrap();
+    assert_eq!((updated.feedback, updated.score), (Some(1), Some(0.5)));
+    let (got, total) = run(
+        &index,
+        query(vec![filter("feedback", FilterOperator::Eq, vec![num(1.0)])]),
+        1,
+        10,
+    );
+    assert_eq!((got, total), (vec![rows[1].id.to_vec()], 1));
+    let (got, _) = run(
+        &index,
+        query(vec![filter(
+            "metadata.value",
+            FilterOperator::Eq,
+            vec![text("red")],
+        )]),
+        1,
+        10,
+    );
+    assert_eq!(got, vec![rows[1].id.to_vec()]);
+    let old_value = match &rows[1].metadata[0].value {
+        Some(metadata_entry::Value::Text(v)) => v.clone(),
+        _ => unreachable!(),
+    };
+    let (got, _) = run(
+        &index,
+        query(vec![filter(
+            "metadata.value",
+            FilterOperator::Eq,
+            vec![text(&old_value)],
+        )]),
+        1,
+        10,
+    );
+    assert!(
+        !got.contains(&rows[1].id.to_vec()),
+        "old metadata no longer matches"
+    );
+    // Updating a missing row affects nothing.
+    let missing = index
+        .apply(Command {
+            kind: Some(Kind::Update(Update {
+                account_id: "other".into(),
+                gateway_id: "gw".into(),
+                id: rows[1].id.to_vec(),
+                feedback: Some(-1),
+                ..Default::default()
+            })),
+        })
+        .unwrap();
+    assert_eq!(missing.affected, 0);
+}
+
+#[test]
+fn deletes_remove_rows_indexes_and_counters_and_return_body_keys() {
+    let (_dir, index) = open();
+    let rows: Vec<LogRecord> = (0..30).map(|i| row("acct", "gw", i)).collect();
+    insert(&index, rows.clone());
+    insert(&index, (0..5).map(|i| row("acct", "keep", i)).collect());
+    let applied = index
+        .apply(Command {
+            kind: Some(Kind::Delete(Delete {
+                account_id: "acct".into(),
+                gateway_id: "gw".into(),
+                ids: rows[..10].iter().map(|r| r.id.to_vec()).collect(),
+            })),
+        })
+        .unwrap();
+    assert_eq!(applied.affected, 10);
+    assert_eq!(applied.deleted_body_keys.len(), 10);
+    assert!(
+        applied
+            .deleted_body_keys
+            .contains(&"acct/gw/0/req".to_string())
+    );
+    assert_eq!(index.count("acct", "gw", Field::All, b"").unwrap(), 20);
+    let (_, total) = run(
+        &index,
+        query(vec![filter(
+            "model",
+            FilterOperator::Eq,
+            vec![text("gpt-4o-mini")],
+        )]),
+        1,
+        50,
+    );
+    assert_eq!(
+        total,
+        rows[10..]
+            .iter()
+            .filter(|r| r.model == "gpt-4o-mini")
+            .count() as u64
+    );
+
+    let applied = index
+        .apply(Command {
+            kind: Some(Kind::DeleteGateway(DeleteGateway {
+                account_id: "acct".into(),
+                gateway_id: "gw".into(),
+            })),
+        })
+        .unwrap();
+    assert_eq!(applied.affected, 20);
+    assert!(
+        index.gateway_is_empty("acct", "gw").unwrap(),
+        "no rows, index entries or counters left"
+    );
+    assert_eq!(
+        index.count("acct", "keep", Field::All, b"").unwrap(),
+        5,
+        "other gateways untouched"
+    );
+}
+
+#[test]
+fn snapshots_restore_rows_and_rebuild_indexes() {
+    let (_dir, source) = open();
+    insert(&source, (0..200).map(|i| row("acct", "gw", i)).collect());
+    let snapshot = source.snapshot().unwrap();
+    let (_dir2, target) = open();
+    insert(&target, vec![row("acct", "stale", 1)]);
+    target.restore(&snapshot).unwrap();
+    assert_eq!(
+        target.count("acct", "stale", Field::All, b"").unwrap(),
+        0,
+        "restore replaces state"
+    );
+    for filters in [
+        vec![],
+        vec![filter(
+            "model",
+            FilterOperator::Eq,
+            vec![text("llama-3.1-8b")],
+        )],
+    ] {
+        assert_eq!(
+            run(&source, query(filters.clone()), 1, 500),
+            run(&target, query(filters), 1, 500)
+        );
+    }
+    assert_eq!(source.footprint().unwrap(), target.footprint().unwrap());
+    assert!(
+        target.restore(&snapshot[..snapshot.len() - 3]).is_err(),
+        "a truncated snapshot is refused"
+    );
+}
+
+#[test]
+fn a_fuzzy_snapshot_plus_replay_equals_the_live_state() {
+    let (_dir, live) = open();
+    let batches: Vec<Vec<LogRecord>> = (0..40)
+        .map(|b| (0..50).map(|i| row("acct", "gw", b * 50 + i)).collect())
+        .collect();
+    insert(&live, batches[0].clone());
+    // Take the snapshot while other batches are being applied; remember what was applied before.
+    let snapshot = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for batch in &batches[1..] {
+                insert(&live, batch.clone());
+            }
+        });
+        let snap = live.snapshot().unwrap();
+        writer.join().unwrap();
+        snap
+    });
+    // Deletes and updates after the snapshot are part of the replayed tail too.
+    let delete = Command {
+        kind: Some(Kind::Delete(Delete {
+            account_id: "acct".into(),
+            gateway_id: "gw".into(),
+            ids: batches[3].iter().map(|r| r.id.to_vec()).collect(),
+        })),
+    };
+    live.apply(delete.clone()).unwrap();
+
+    let (_dir2, follower) = open();
+    follower.restore(&snapshot).unwrap();
+    for batch in &batches[1..] {
+        insert(&follower, batch.clone());
+    }
+    follower.apply(delete).unwrap();
+    assert_eq!(live.footprint().unwrap(), follower.footprint().unwrap());
+    assert_eq!(
+        run(&live, query(vec![]), 1, 5000),
+        run(&follower, query(vec![]), 1, 5000)
+    );
+    assert_eq!(
+        live.count("acct", "gw", Field::All, b"").unwrap(),
+        follower.count("acct", "gw", Field::All, b"").unwrap()
+    );
+}
+
+#[test]
+fn invalid_queries_name_the_filter() {
+    use FilterOperator::*;
+    for (f, needle) in [
+        (
+            filter("nope", Eq, vec![text("x")]),
+            "`nope`: unknown filter key",
+        ),
+        (
+            filter("model", Lt, vec![text("x")]),
+            "`model`: lt and gt need a numeric key",
+        ),
+        (
+            filter("success", Contains, vec![flag(true)]),
+            "`success`: only eq and neq",
+        ),
+        (
+            filter("cost", Contains, vec![num(1.0)]),
+            "`cost`: contains needs a text key",
+        ),
+        (
+            filter("cost", Gt, vec![text("cheap")]),
+            "`cost`: expected a number, got `cheap`",
+        ),
+        (
+            filter("success", Eq, vec![text("yes")]),
+            "`success`: expected true or false",
+        ),
+        (filter("model", Eq, vec![]), "at least one value"),
+        (
+            Filter {
+                key: "model".into(),
+                operator: 42,
+                values: vec![text("x")],
+            },
+            "unknown operator",
+        ),
+    ] {
+        let err: QueryError = CompiledQuery::compile(&query(vec![f])).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err} !~ {needle}");
+    }
+}

@@ -1,0 +1,28 @@
+//! aigw's gRPC contracts.
+//!
+//! This crate owns the code generated from `proto/` (tonic clients and servers, prost messages)
+//! and the conversions between wire messages and `aigw-types`. It must not implement any
+//! service: servers live with the state they serve (shards, account manager), clients with
+//! their callers.
+
+mod convert;
+
+/// `aigw.shard.v1`: log ingestion and queries, served by shard-owner nodes.
+pub mod shard {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("aigw.shard.v1");
+}
+
+/// `aigw.admin.v1`: gateways and their settings, served by the account-manager group.
+pub mod admin {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("aigw.admin.v1");
+}
+
+/// `aigw.raft.v1`: the Raft transport between nodes, one service for every group they host.
+pub mod raft {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("aigw.raft.v1");
+}
+
+pub use convert::{ConvertError, id_from_bytes, metadata_from_proto, metadata_to_proto};
