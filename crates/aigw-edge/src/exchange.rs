@@ -33,7 +33,6 @@ pub struct ExchangeGuard {
     status: Option<u16>,
     log: Option<PendingLog>,
     capture_limit: usize,
-    captured: usize,
     finished: bool,
     shipper: LogShipper,
     metrics: Arc<Metrics>,
@@ -55,7 +54,6 @@ impl ExchangeGuard {
             status: None,
             log,
             capture_limit,
-            captured: 0,
             finished: false,
             shipper,
             metrics,
@@ -74,20 +72,18 @@ impl ExchangeGuard {
         }
     }
 
-    /// Keep (up to the limit) a copy of a chunk relayed to the client. Chunks are reference
-    /// counted, so keeping one costs no copy.
+    /// Copy (up to the limit) a chunk relayed to the client into the log capture.
+    ///
+    /// Copied rather than kept by reference: a received chunk is a view into the connection's
+    /// read buffer, and holding many small views would pin many large buffers for the whole
+    /// life of a stream.
     fn capture(&mut self, chunk: &Bytes) {
         let Some(log) = &mut self.log else { return };
         log.record.response_size += chunk.len() as u64;
-        let room = self.capture_limit - self.captured;
-        if chunk.len() <= room {
-            log.response_chunks.push(chunk.clone());
-            self.captured += chunk.len();
-        } else {
-            if room > 0 {
-                log.response_chunks.push(chunk.slice(..room));
-                self.captured += room;
-            }
+        let room = self.capture_limit.saturating_sub(log.response_body.len());
+        let kept = chunk.len().min(room);
+        log.response_body.extend_from_slice(&chunk[..kept]);
+        if kept < chunk.len() {
             log.record.response_body_truncated = true;
         }
     }

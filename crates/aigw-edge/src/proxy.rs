@@ -117,7 +117,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
             record,
             wire: provider.wire,
             request_body: body.clone(),
-            response_chunks: Vec::new(),
+            response_body: bytes::BytesMut::new(),
             custom_cost: directives.custom_cost,
         }
     });

@@ -55,8 +55,8 @@ pub struct PendingLog {
     pub wire: WireFormat,
     /// The request body as stored (already cut at the limit).
     pub request_body: Bytes,
-    /// The response body as relayed, chunk by chunk, up to the limit.
-    pub response_chunks: Vec<Bytes>,
+    /// The response body as relayed, up to the limit.
+    pub response_body: BytesMut,
     /// `cf-aig-custom-cost`, if given.
     pub custom_cost: Option<CustomCost>,
 }
@@ -68,10 +68,10 @@ impl PendingLog {
             mut record,
             wire,
             request_body,
-            response_chunks,
+            response_body,
             custom_cost,
         } = self;
-        let response_body = concat(response_chunks);
+        let response_body = response_body.freeze();
         let usage = extract_usage(wire, &record.path, &response_body, record.streamed);
         record.model = request_model(wire, &record.path, &request_body)
             .or(usage.model)
@@ -102,20 +102,6 @@ impl PendingLog {
     }
 }
 
-fn concat(chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut buf = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in chunks {
-                buf.extend_from_slice(&chunk);
-            }
-            buf.freeze()
-        }
-    }
-}
-
 /// The sending side of the log queue; cheap to clone.
 #[derive(Clone)]
 pub struct LogShipper {
@@ -139,8 +125,14 @@ impl ShipperTask {
     }
 }
 
-/// How many times a failing batch is retried before its records are counted as dropped.
-const SINK_ATTEMPTS: u32 = 5;
+/// How long a failing batch is retried (the store may be electing a leader or restarting)
+/// before its records are counted as dropped. Meanwhile new records queue up, and past the
+/// queue's capacity they are dropped and counted too.
+const RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// First pause between attempts; doubled each time up to [`RETRY_MAX_DELAY`].
+const RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
+/// Longest pause between attempts.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 impl LogShipper {
     /// Start the worker writing to `sink` through a queue of `capacity` records, `batch_size`
@@ -219,19 +211,22 @@ async fn run_worker(
 
 /// Write a batch, retrying with backoff; `false` when every attempt failed.
 async fn write_with_retry(sink: &dyn LogSink, batch: &[LogEntry]) -> bool {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=SINK_ATTEMPTS {
+    let started = tokio::time::Instant::now();
+    let mut delay = RETRY_FIRST_DELAY;
+    let mut attempt = 1u32;
+    loop {
         match sink.write_batch(batch).await {
             Ok(()) => return true,
-            Err(e) if attempt < SINK_ATTEMPTS => {
+            Err(e) if started.elapsed() + delay < RETRY_BUDGET => {
                 tracing::warn!(error = %e, attempt, records = batch.len(), "log write failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(RETRY_MAX_DELAY);
+                attempt += 1;
             }
             Err(e) => {
-                tracing::error!(error = %e, records = batch.len(), "log write failed; records dropped");
+                tracing::error!(error = %e, attempt, records = batch.len(), "log write failed; records dropped");
+                return false;
             }
         }
     }
-    false
 }
