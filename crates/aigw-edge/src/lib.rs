@@ -22,6 +22,7 @@ pub mod metrics;
 mod ops;
 pub mod proxy;
 pub mod route;
+mod shard_sink;
 pub mod shipper;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ pub use error::EdgeError;
 pub use gateways::{GatewayDirectory, GatewaySettings, InMemoryGateways};
 pub use memory_sink::MemorySink;
 pub use metrics::Metrics;
+pub use shard_sink::ShardLogSink;
 pub use shipper::{LogEntry, LogShipper, LogSink, PendingLog, ShipperTask, SinkError, SinkFuture};
 
 /// Proxy limits resolved from the configuration.

@@ -334,6 +334,16 @@ impl CompiledQuery {
         })
     }
 
+    /// The account the query reads.
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
+    /// The gateway the query reads.
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
+    }
+
     /// Whether the id range is empty (contradictory time filters).
     pub(crate) fn empty_range(&self) -> bool {
         self.id_range.0 > self.id_range.1
