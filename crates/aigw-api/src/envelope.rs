@@ -1,0 +1,67 @@
+//! The Cloudflare v4 envelope: the one builder every JSON response of this crate goes through.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::Serialize;
+
+/// One entry of an envelope's `errors` (or `messages`) array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// Stable numeric code (see [`crate::ApiCode`]).
+    pub code: u32,
+    /// Human-readable text naming the offending value or parameter.
+    pub message: String,
+}
+
+/// Pagination facts of a list response (`result_info`), as the SDK's `V4PagePagination*` reads
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResultInfo {
+    /// The 1-based page that was asked for.
+    pub page: u32,
+    /// The page size that was asked for.
+    pub per_page: u32,
+    /// Items on this page.
+    pub count: u64,
+    /// Items matching the query on all pages.
+    pub total_count: u64,
+}
+
+/// `{"success", "errors", "messages", "result", "result_info"?}`.
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    success: bool,
+    errors: &'a [Message],
+    messages: &'a [Message],
+    result: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_info: Option<ResultInfo>,
+}
+
+/// Build a response: `success` is `true` exactly when `errors` is empty.
+pub(crate) fn envelope<T: Serialize>(
+    status: StatusCode,
+    result: Option<T>,
+    result_info: Option<ResultInfo>,
+    errors: &[Message],
+) -> Response {
+    let body = Envelope {
+        success: errors.is_empty(),
+        errors,
+        messages: &[],
+        result,
+        result_info,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `200 OK` with `result`.
+pub(crate) fn ok<T: Serialize>(result: T) -> Response {
+    envelope(StatusCode::OK, Some(result), None, &[])
+}
+
+/// `200 OK` with a page of `result` and its `result_info`.
+pub(crate) fn page<T: Serialize>(result: T, info: ResultInfo) -> Response {
+    envelope(StatusCode::OK, Some(result), Some(info), &[])
+}
