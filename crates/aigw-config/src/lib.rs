@@ -9,4 +9,6 @@ mod load;
 mod model;
 
 pub use load::{ConfigError, KeyError, Override, Overrides, load};
-pub use model::{BlobConfig, BlobKind, Config, LogQueueConfig, ProviderConfig, ProxyConfig};
+pub use model::{
+    ApiToken, BlobConfig, BlobKind, Config, LogQueueConfig, ProviderConfig, ProxyConfig,
+};

@@ -260,6 +260,28 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "log_queue.batch_size",
         "must be greater than 0".to_owned(),
     );
+    check(
+        config.node_id > 0,
+        "node_id",
+        "must be greater than 0".to_owned(),
+    );
+    for (i, token) in config.api_tokens.iter().enumerate() {
+        let digest_ok = token.token_sha256.len() == 64
+            && token
+                .token_sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        check(
+            digest_ok,
+            &format!("api_tokens[{i}].token_sha256"),
+            "must be 64 lower-case hex characters (printf %s TOKEN | sha256sum)".to_owned(),
+        );
+        check(
+            !token.account_id.is_empty(),
+            &format!("api_tokens[{i}].account_id"),
+            "must not be empty".to_owned(),
+        );
+    }
     if config.blob.kind == crate::model::BlobKind::S3 {
         check(
             !config.blob.bucket.is_empty(),

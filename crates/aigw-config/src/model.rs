@@ -17,6 +17,10 @@ pub struct Config {
     /// Bearer token that grants every administrative permission. Never logged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Account-scoped management API tokens, stored only as SHA-256 digests.
+    pub api_tokens: Vec<ApiToken>,
+    /// This node's id in its Raft groups (unique in a cluster).
+    pub node_id: u64,
     /// Per-provider overrides, keyed by slug (`openai`, `custom-acme`, ...).
     pub providers: BTreeMap<String, ProviderConfig>,
     /// How the edge talks to upstreams.
@@ -34,6 +38,8 @@ impl Default for Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             data_dir: PathBuf::from("./data"),
             admin_token: None,
+            api_tokens: Vec::new(),
+            node_id: 1,
             providers: BTreeMap::new(),
             proxy: ProxyConfig::default(),
             log_queue: LogQueueConfig::default(),
@@ -146,4 +152,14 @@ impl Default for BlobConfig {
             prefix: String::new(),
         }
     }
+}
+
+/// A management API token limited to one account (`[[api_tokens]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// The account the token may manage.
+    pub account_id: String,
+    /// Lower-case hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
+    pub token_sha256: String,
 }

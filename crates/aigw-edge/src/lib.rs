@@ -139,9 +139,10 @@ impl Edge {
         &self.state.metrics
     }
 
-    /// Serve on `listener` until `shutdown` resolves and open connections finish, then flush
-    /// every queued log record to the sink.
-    pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+    /// Serve the edge's routes plus `routes` (e.g. the management API) on `listener` until
+    /// `shutdown` resolves and open connections finish, then flush every queued log record to
+    /// the sink.
+    pub async fn serve<F>(self, listener: TcpListener, routes: Router, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -151,7 +152,7 @@ impl Edge {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
             }
         });
-        let router = self.router();
+        let router = self.router().merge(routes);
         let Edge {
             state,
             shipper_task,

@@ -197,8 +197,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_id(bytes: &[u8]) -> Result<Ulid, IndexError> {
-    aigw_proto::id_from_bytes(bytes).map_err(|e| IndexError::InvalidCommand(e.to_string()))
+/// A row id from a command. Malformed ids are skipped, not errors: an error while applying a
+/// committed entry would stop the whole group, and proposers validate ids before proposing.
+fn parse_id(bytes: &[u8]) -> Option<Ulid> {
+    aigw_proto::id_from_bytes(bytes).ok()
 }
 
 impl LogIndex {
@@ -230,7 +232,9 @@ impl LogIndex {
         let mut seen = std::collections::HashSet::with_capacity(command.rows.len());
         let mut affected = 0;
         for row in &command.rows {
-            let id = parse_id(&row.id)?;
+            let Some(id) = parse_id(&row.id) else {
+                continue;
+            };
             let gw = gateway_key(&row.account_id, &row.gateway_id);
             let key = row_key(&gw, id);
             if !seen.insert(key.clone()) || self.tree.contains_key(&key)? {
@@ -247,7 +251,9 @@ impl LogIndex {
     }
 
     fn update(&self, command: Update) -> Result<Applied, IndexError> {
-        let id = parse_id(&command.id)?;
+        let Some(id) = parse_id(&command.id) else {
+            return Ok(Applied::default());
+        };
         let gw = gateway_key(&command.account_id, &command.gateway_id);
         let Some(old) = self.get_by_key(&gw, id, &command.account_id, &command.gateway_id)? else {
             return Ok(Applied::default());
@@ -280,7 +286,7 @@ impl LogIndex {
         let mut changes = Changes::default();
         let mut applied = Applied::default();
         for raw in &command.ids {
-            let id = parse_id(raw)?;
+            let Some(id) = parse_id(raw) else { continue };
             if let Some(row) = self.get_by_key(&gw, id, &command.account_id, &command.gateway_id)? {
                 changes.remove_row(&gw, id, &row);
                 applied.affected += 1;

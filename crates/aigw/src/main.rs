@@ -3,13 +3,12 @@
 //! `aigw serve` runs every role in one process on embedded defaults. This crate only wires
 //! configuration, telemetry and the role crates together; the behaviour lives in those crates.
 
-mod jsonl_sink;
+mod allinone;
+mod directory;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use aigw_config::{Config, Overrides};
-use aigw_edge::{Edge, InMemoryGateways};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -48,7 +47,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
         )
         .init();
     match cli.command {
@@ -78,22 +78,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let sink = jsonl_sink::JsonlSink::open(&config.data_dir.join("logs.jsonl"))
-        .await
-        .context("cannot open the log file")?;
-    let edge = Edge::new(
-        &config,
-        Arc::new(sink),
-        Arc::new(InMemoryGateways::default()),
-    )?;
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;
-    let local = listener.local_addr()?;
-    tracing::info!(http_addr = %local, data_dir = %config.data_dir.display(), "aigw listening");
-    edge.serve(listener, shutdown_signal()).await?;
+    allinone::serve(config, shutdown_signal()).await?;
     tracing::info!("aigw stopped; queued logs flushed");
     Ok(())
 }

@@ -1,19 +1,24 @@
-//! The `aigw` binary as users run it: configuration errors, serving, and a clean shutdown that
-//! flushes every queued log record.
+//! The `aigw` binary as users run it: configuration errors, serving, restarts and crashes.
+//!
+//! Every test drives a real `aigw serve` process over real sockets, with the mock upstream in
+//! this test process, and reads logs back through the management API.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aigw_mock_upstream::MockOptions;
+use aigw_mock_upstream::{MockOptions, MockServer};
 use serde_json::{Value, json};
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// `aigw serve` with a clean `AIGW_*` environment.
 fn aigw_serve() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aigw"));
     cmd.arg("serve");
-    // Only the variables a test sets may configure the process.
     for (name, _) in std::env::vars() {
         if name.starts_with("AIGW_") {
             cmd.env_remove(name);
@@ -62,6 +67,7 @@ fn bad_configuration_fails_at_start_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/aigw.toml"));
 }
 
+/// A running `aigw serve`; killed when dropped.
 struct Running {
     child: Child,
     http: SocketAddr,
@@ -74,89 +80,241 @@ impl Drop for Running {
     }
 }
 
-fn start(data_dir: &Path, mock_base: &str) -> Running {
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    fn api(&self, path: &str) -> String {
+        self.url(&format!("/client/v4/accounts/acct/ai-gateway{path}"))
+    }
+
+    /// Stop with SIGTERM and wait for a clean exit.
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+    }
+
+    /// Kill with SIGKILL: no shutdown code runs.
+    fn crash(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+async fn start(data_dir: &Path, mock: &MockServer, client: &reqwest::Client) -> Running {
     let http = free_addr();
     let child = aigw_serve()
         .arg("--data-dir")
         .arg(data_dir)
         .env("AIGW_HTTP_ADDR", http.to_string())
         .env("AIGW_GRPC_ADDR", free_addr().to_string())
+        .env("AIGW_ADMIN_TOKEN", ADMIN_TOKEN)
         .env(
             "AIGW_PROVIDERS__OPENAI__BASE_URL",
-            format!("{mock_base}/v1"),
+            format!("{}/v1", mock.base_url()),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("aigw starts");
-    Running { child, http }
-}
-
-async fn wait_healthy(client: &reqwest::Client, http: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let running = Running { child, http };
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(resp) = client.get(format!("http://{http}/healthz")).send().await {
-            if resp.status() == 200 {
-                return;
-            }
+        if let Ok(resp) = client.get(running.url("/readyz")).send().await
+            && resp.status() == 200
+        {
+            return running;
         }
-        assert!(Instant::now() < deadline, "aigw did not become healthy");
+        assert!(Instant::now() < deadline, "aigw did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-#[tokio::test]
-async fn serves_requests_and_flushes_logs_on_sigterm() {
-    let mock = aigw_mock_upstream::spawn(
+async fn chat(client: &reqwest::Client, aigw: &Running, i: usize) -> String {
+    let resp = client
+        .post(aigw.url("/v1/acct/default/openai/chat/completions"))
+        .header("authorization", "Bearer sk-never-logged")
+        .header("cf-aig-event-id", format!("evt-{i}"))
+        .json(
+            &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi there"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["cf-aig-log-id"].to_str().unwrap().to_owned();
+    resp.bytes().await.unwrap();
+    id
+}
+
+async fn api_get(client: &reqwest::Client, url: String) -> (u16, Value) {
+    let resp = client
+        .get(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// Ids of the newest `per_page` logs of `default`.
+async fn visible_ids(client: &reqwest::Client, aigw: &Running) -> Vec<String> {
+    let (status, body) = api_get(client, aigw.api("/gateways/default/logs?per_page=50")).await;
+    assert_eq!(status, 200, "{body}");
+    body["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Wait until log `id` is readable (logging is asynchronous; the target is within 1 s).
+async fn wait_for_log(client: &reqwest::Client, aigw: &Running, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = api_get(client, aigw.api(&format!("/gateways/default/logs/{id}"))).await;
+        if status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "log {id} never became visible");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn mock() -> MockServer {
+    aigw_mock_upstream::spawn(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         MockOptions::default(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn logs_feedback_and_gateways_survive_a_restart() {
+    let mock = mock().await;
     let data = tempfile::tempdir().unwrap();
-    let mut running = start(data.path(), &mock.base_url());
     let client = reqwest::Client::new();
-    wait_healthy(&client, running.http).await;
+    let aigw = start(data.path(), &mock, &client).await;
 
     let mut ids = Vec::new();
     for i in 0..20 {
-        let resp = client
-            .post(format!("http://{}/v1/acct/default/openai/chat/completions", running.http))
-            .header("authorization", "Bearer sk-never-logged")
-            .header("cf-aig-event-id", format!("evt-{i}"))
-            .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi there"}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        ids.push(resp.headers()["cf-aig-log-id"].to_str().unwrap().to_owned());
-        resp.bytes().await.unwrap();
+        ids.push(chat(&client, &aigw, i).await);
+    }
+    let created = client
+        .post(aigw.api("/gateways"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"id": "prod", "collect_logs": false, "cache_ttl": 0, "cache_invalidate_on_update": false,
+                      "rate_limiting_interval": 0, "rate_limiting_limit": 0, "rate_limiting_technique": "fixed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+    wait_for_log(&client, &aigw, &ids[3]).await;
+    let patched = client
+        .patch(aigw.api(&format!("/gateways/default/logs/{}", ids[3])))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"feedback": 1, "score": 0.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200, "{}", patched.text().await.unwrap());
+    // Shutdown flushes every queued record; then a new process opens the same data dir.
+    aigw.terminate();
+
+    let aigw = start(data.path(), &mock, &client).await;
+    let visible = visible_ids(&client, &aigw).await;
+    for id in &ids {
+        assert!(visible.contains(id), "log {id} missing after restart");
+    }
+    let (status, log) = api_get(
+        &client,
+        aigw.api(&format!("/gateways/default/logs/{}", ids[3])),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(log["result"]["feedback"], 1, "{log}");
+    let (status, body) = api_get(
+        &client,
+        aigw.api(&format!("/gateways/default/logs/{}/request", ids[0])),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["model"], "gpt-4o-mini", "request bodies survive too");
+    let (status, gw) = api_get(&client, aigw.api("/gateways/prod")).await;
+    assert_eq!(status, 200, "{gw}");
+    assert_eq!(gw["result"]["collect_logs"], false);
+    // The gateway's settings apply after the restart: prod does not log.
+    let resp = client
+        .post(aigw.url("/v1/acct/prod/openai/chat/completions"))
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("cf-aig-log-id"));
+    aigw.terminate();
+}
+
+#[tokio::test]
+async fn logs_visible_before_a_kill_9_survive_it() {
+    let mock = mock().await;
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let aigw = start(data.path(), &mock, &client).await;
+    let proxy_url = aigw.url("/v1/acct/default/openai/chat/completions");
+
+    // Keep requests flowing from four workers while we watch what becomes visible.
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, url, stop) = (client.clone(), proxy_url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = w * 1_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = client
+                        .post(&url)
+                        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "load"}]}))
+                        .header("cf-aig-event-id", format!("load-{i}"))
+                        .send()
+                        .await;
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 100 {
+        seen.extend(visible_ids(&client, &aigw).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The last look right before the kill, while writes are still in flight.
+    seen.extend(visible_ids(&client, &aigw).await);
+    aigw.crash();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &running.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = running.child.wait().unwrap();
-    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
-
-    let text = std::fs::read_to_string(data.path().join("logs.jsonl")).unwrap();
-    assert!(!text.contains("sk-never-logged"));
-    let logged: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let logged_ids: Vec<&str> = logged.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    for id in &ids {
-        assert!(
-            logged_ids.contains(&id.as_str()),
-            "log {id} missing after shutdown"
+    // The store reopens cleanly and every log that had been visible is still there.
+    let aigw = start(data.path(), &mock, &client).await;
+    for id in &seen {
+        let (status, body) =
+            api_get(&client, aigw.api(&format!("/gateways/default/logs/{id}"))).await;
+        assert_eq!(
+            status, 200,
+            "log {id} was visible before kill -9 and is gone: {body}"
         );
     }
-    assert!(
-        logged
-            .iter()
-            .all(|r| r["tokens_in"] == 2 && r["success"] == true)
-    );
+    // And it keeps accepting writes.
+    let id = chat(&client, &aigw, 0).await;
+    wait_for_log(&client, &aigw, &id).await;
+    aigw.terminate();
 }

@@ -84,7 +84,7 @@ impl Harness {
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(async move {
-            edge.serve(listener, async move {
+            edge.serve(listener, axum::Router::new(), async move {
                 let _ = stopped.await;
             })
             .await

@@ -1,0 +1,319 @@
+//! Gateways in a sled tree, mirrored in memory for the request path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use aigw_proto::admin::{Gateway, GatewaySettings};
+use prost::Message;
+use sled::Tree;
+
+use crate::command::{
+    Applied, Command, CreateGateway, DeleteGateway, Status, UpdateGateway, kind::Kind,
+};
+
+/// The gateway every account has without creating it.
+pub const DEFAULT_GATEWAY: &str = "default";
+
+/// Why the registry failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// sled failed.
+    #[error("gateway storage failed: {0}")]
+    Storage(#[from] sled::Error),
+    /// Stored or replicated bytes do not decode.
+    #[error("corrupt gateway data: {0}")]
+    Corrupt(String),
+}
+
+type Mirror = HashMap<String, HashMap<String, Gateway>>;
+
+/// The gateways of every account.
+#[derive(Debug, Clone)]
+pub struct GatewayRegistry {
+    tree: Tree,
+    mirror: Arc<RwLock<Mirror>>,
+}
+
+fn key(account: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.len() + id.len() + 1);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, RegistryError> {
+    M::decode(bytes).map_err(|e| RegistryError::Corrupt(e.to_string()))
+}
+
+/// Settings of a gateway nobody configured: logging on, everything else off.
+pub fn default_settings() -> GatewaySettings {
+    GatewaySettings {
+        collect_logs: true,
+        ..GatewaySettings::default()
+    }
+}
+
+impl GatewayRegistry {
+    /// Open the registry stored in `tree`, loading the in-memory mirror.
+    pub fn open(tree: Tree) -> Result<Self, RegistryError> {
+        let registry = Self {
+            tree,
+            mirror: Arc::default(),
+        };
+        registry.reload()?;
+        Ok(registry)
+    }
+
+    fn reload(&self) -> Result<(), RegistryError> {
+        let mut mirror = Mirror::new();
+        for item in self.tree.iter() {
+            let (_, value) = item?;
+            let gateway: Gateway = decode(&value)?;
+            mirror
+                .entry(gateway.account_id.clone())
+                .or_default()
+                .insert(gateway.id.clone(), gateway);
+        }
+        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = mirror;
+        Ok(())
+    }
+
+    fn mirror_put(&self, gateway: &Gateway) {
+        let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
+        mirror
+            .entry(gateway.account_id.clone())
+            .or_default()
+            .insert(gateway.id.clone(), gateway.clone());
+    }
+
+    fn mirror_remove(&self, account: &str, id: &str) {
+        let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(gateways) = mirror.get_mut(account) {
+            gateways.remove(id);
+        }
+    }
+
+    /// Apply one encoded [`Command`]; returns the encoded [`Applied`].
+    pub fn apply_encoded(&self, command: &[u8]) -> Result<Vec<u8>, RegistryError> {
+        Ok(self.apply(decode(command)?)?.encode_to_vec())
+    }
+
+    /// Apply one command.
+    pub fn apply(&self, command: Command) -> Result<Applied, RegistryError> {
+        match command.kind {
+            Some(Kind::Create(CreateGateway { gateway: Some(g) })) => {
+                if let Some(existing) = self.get(&g.account_id, &g.id) {
+                    return Ok(applied(Status::AlreadyExists, existing));
+                }
+                self.tree
+                    .insert(key(&g.account_id, &g.id), g.encode_to_vec())?;
+                self.mirror_put(&g);
+                Ok(applied(Status::Ok, g))
+            }
+            Some(Kind::Update(UpdateGateway {
+                gateway: Some(mut g),
+            })) => {
+                let Some(existing) = self.get(&g.account_id, &g.id) else {
+                    return Ok(Applied {
+                        status: Status::NotFound as i32,
+                        gateway: None,
+                    });
+                };
+                g.created_at_ms = existing.created_at_ms;
+                self.tree
+                    .insert(key(&g.account_id, &g.id), g.encode_to_vec())?;
+                self.mirror_put(&g);
+                Ok(applied(Status::Ok, g))
+            }
+            Some(Kind::Delete(DeleteGateway { account_id, id })) => {
+                match self.tree.remove(key(&account_id, &id))? {
+                    Some(old) => {
+                        self.mirror_remove(&account_id, &id);
+                        Ok(applied(Status::Ok, decode(&old)?))
+                    }
+                    None => Ok(Applied {
+                        status: Status::NotFound as i32,
+                        gateway: None,
+                    }),
+                }
+            }
+            _ => Err(RegistryError::Corrupt("empty command".into())),
+        }
+    }
+
+    /// One stored gateway.
+    pub fn get(&self, account: &str, id: &str) -> Option<Gateway> {
+        let mirror = self.mirror.read().unwrap_or_else(|p| p.into_inner());
+        mirror.get(account).and_then(|g| g.get(id)).cloned()
+    }
+
+    /// Settings the request path applies: the stored gateway's, or defaults for `default`;
+    /// `None` when the gateway does not exist. Reads memory only.
+    pub fn settings(&self, account: &str, id: &str) -> Option<GatewaySettings> {
+        let mirror = self.mirror.read().unwrap_or_else(|p| p.into_inner());
+        match mirror.get(account).and_then(|g| g.get(id)) {
+            Some(g) => Some(g.settings.clone().unwrap_or_else(default_settings)),
+            None => (id == DEFAULT_GATEWAY).then(default_settings),
+        }
+    }
+
+    /// An account's stored gateways whose id contains `search`, sorted by id.
+    pub fn list(&self, account: &str, search: Option<&str>) -> Vec<Gateway> {
+        let mirror = self.mirror.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Gateway> = mirror
+            .get(account)
+            .map(|g| {
+                g.values()
+                    .filter(|g| search.is_none_or(|s| g.id.contains(s)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Serialize every gateway for a snapshot.
+    pub fn snapshot(&self) -> Result<Vec<u8>, RegistryError> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (_, value) = item?;
+            prost::encoding::encode_varint(value.len() as u64, &mut out);
+            out.extend_from_slice(&value);
+        }
+        Ok(out)
+    }
+
+    /// Replace every gateway with a snapshot's.
+    pub fn restore(&self, snapshot: &[u8]) -> Result<(), RegistryError> {
+        self.tree.clear()?;
+        let mut buf = snapshot;
+        while !buf.is_empty() {
+            let len = prost::encoding::decode_varint(&mut buf)
+                .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+            let len = usize::try_from(len)
+                .map_err(|_| RegistryError::Corrupt("length overflow".into()))?;
+            if buf.len() < len {
+                return Err(RegistryError::Corrupt("truncated snapshot".into()));
+            }
+            let (value, rest) = buf.split_at(len);
+            buf = rest;
+            let g: Gateway = decode(value)?;
+            self.tree.insert(key(&g.account_id, &g.id), value)?;
+        }
+        self.reload()
+    }
+}
+
+fn applied(status: Status, gateway: Gateway) -> Applied {
+    Applied {
+        status: status as i32,
+        gateway: Some(gateway),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, GatewayRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let reg = GatewayRegistry::open(db.open_tree("accounts").unwrap()).unwrap();
+        (dir, reg)
+    }
+
+    fn gateway(account: &str, id: &str, collect_logs: bool, at: i64) -> Gateway {
+        Gateway {
+            account_id: account.into(),
+            id: id.into(),
+            settings: Some(GatewaySettings {
+                collect_logs,
+                ..GatewaySettings::default()
+            }),
+            created_at_ms: at,
+            modified_at_ms: at,
+        }
+    }
+
+    fn create(reg: &GatewayRegistry, g: Gateway) -> Status {
+        let applied = reg
+            .apply(Command {
+                kind: Some(Kind::Create(CreateGateway { gateway: Some(g) })),
+            })
+            .unwrap();
+        Status::try_from(applied.status).unwrap()
+    }
+
+    #[test]
+    fn create_update_delete_and_the_implicit_default() {
+        let (_dir, reg) = open();
+        assert_eq!(reg.settings("a", "default"), Some(default_settings()));
+        assert_eq!(reg.settings("a", "prod"), None);
+        assert_eq!(create(&reg, gateway("a", "prod", false, 1)), Status::Ok);
+        assert_eq!(
+            create(&reg, gateway("a", "prod", true, 2)),
+            Status::AlreadyExists,
+            "replay-safe"
+        );
+        assert!(!reg.settings("a", "prod").unwrap().collect_logs);
+        assert_eq!(reg.settings("b", "prod"), None, "per account");
+
+        let updated = reg
+            .apply(Command {
+                kind: Some(Kind::Update(UpdateGateway {
+                    gateway: Some(gateway("a", "prod", true, 9)),
+                })),
+            })
+            .unwrap();
+        let g = updated.gateway.unwrap();
+        assert_eq!(
+            (g.created_at_ms, g.modified_at_ms),
+            (1, 9),
+            "creation time kept"
+        );
+        assert!(reg.settings("a", "prod").unwrap().collect_logs);
+
+        create(&reg, gateway("a", "staging", true, 3));
+        assert_eq!(
+            reg.list("a", None)
+                .iter()
+                .map(|g| g.id.as_str())
+                .collect::<Vec<_>>(),
+            ["prod", "staging"]
+        );
+        assert_eq!(reg.list("a", Some("stag")).len(), 1);
+
+        let delete = Command {
+            kind: Some(Kind::Delete(DeleteGateway {
+                account_id: "a".into(),
+                id: "prod".into(),
+            })),
+        };
+        assert_eq!(reg.apply(delete.clone()).unwrap().status, Status::Ok as i32);
+        assert_eq!(reg.apply(delete).unwrap().status, Status::NotFound as i32);
+        assert_eq!(reg.settings("a", "prod"), None);
+    }
+
+    #[test]
+    fn state_survives_reopen_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let reg = GatewayRegistry::open(db.open_tree("accounts").unwrap()).unwrap();
+            create(&reg, gateway("a", "prod", false, 1));
+            db.flush().unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let reg = GatewayRegistry::open(db.open_tree("accounts").unwrap()).unwrap();
+        assert!(!reg.settings("a", "prod").unwrap().collect_logs);
+
+        let snapshot = reg.snapshot().unwrap();
+        let (_d2, other) = open();
+        create(&other, gateway("x", "stale", true, 1));
+        other.restore(&snapshot).unwrap();
+        assert_eq!(other.list("x", None), vec![]);
+        assert_eq!(other.get("a", "prod"), reg.get("a", "prod"));
+    }
+}

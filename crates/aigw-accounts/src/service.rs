@@ -1,0 +1,247 @@
+//! `aigw.admin.v1.Gateways` on the account-manager group.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aigw_proto::admin::gateways_server::Gateways;
+use aigw_proto::admin::{
+    CreateGatewayRequest, Gateway, GatewayRef, ListGatewaysRequest, ListGatewaysResponse,
+    UpdateGatewayRequest,
+};
+use aigw_raft::{GroupHandle, ReadError, WriteError};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::command::{
+    Applied, Command, CreateGateway, DeleteGateway, Status as Outcome, UpdateGateway, kind::Kind,
+};
+use crate::registry::default_settings;
+use crate::{DEFAULT_GATEWAY, GatewayRegistry};
+
+/// Longest gateway id.
+const MAX_ID_LEN: usize = 64;
+/// Largest page of gateways.
+const MAX_PER_PAGE: u32 = 100;
+
+/// Serves gateways from the account-manager group.
+#[derive(Clone)]
+pub struct GatewaysService {
+    registry: GatewayRegistry,
+    group: GroupHandle,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Check an account or gateway id; gateway ids are lower-case like Cloudflare's.
+fn validate_id(what: &str, id: &str, lowercase_only: bool) -> Result<(), Status> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.bytes().all(|b| {
+            b.is_ascii_digit()
+                || b == b'-'
+                || b == b'_'
+                || b.is_ascii_lowercase()
+                || (!lowercase_only && b.is_ascii_uppercase())
+        });
+    if ok {
+        Ok(())
+    } else {
+        let charset = if lowercase_only {
+            "[a-z0-9_-]"
+        } else {
+            "[A-Za-z0-9_-]"
+        };
+        Err(Status::invalid_argument(format!(
+            "invalid {what} `{id}`: use 1 to {MAX_ID_LEN} characters of {charset}"
+        )))
+    }
+}
+
+fn write_status(e: WriteError) -> Status {
+    match e {
+        WriteError::NotLeader { leader_addr, .. } => Status::failed_precondition(format!(
+            "not the account-manager leader (leader: {leader_addr:?})"
+        )),
+        other => Status::unavailable(format!("account manager cannot commit: {other}")),
+    }
+}
+
+fn read_status(e: ReadError) -> Status {
+    Status::unavailable(format!("account manager cannot serve reads: {e}"))
+}
+
+impl GatewaysService {
+    /// Serve `registry`, replicating writes through `group`.
+    pub fn new(registry: GatewayRegistry, group: GroupHandle) -> Self {
+        Self { registry, group }
+    }
+
+    async fn propose(&self, kind: Kind) -> Result<Applied, Status> {
+        let reply = self
+            .group
+            .write(Command { kind: Some(kind) }.encode_to_vec())
+            .await
+            .map_err(write_status)?;
+        Applied::decode(reply.as_slice())
+            .map_err(|e| Status::internal(format!("undecodable apply reply: {e}")))
+    }
+
+    /// Persist `default` for `account` if it is still implicit (the edge calls this on first use
+    /// so that the gateway shows up in listings, as Cloudflare's does).
+    pub async fn materialize_default(&self, account: &str) -> Result<(), Status> {
+        if self.registry.get(account, DEFAULT_GATEWAY).is_some() {
+            return Ok(());
+        }
+        let now = now_ms();
+        self.propose(Kind::Create(CreateGateway {
+            gateway: Some(Gateway {
+                account_id: account.to_owned(),
+                id: DEFAULT_GATEWAY.to_owned(),
+                settings: Some(default_settings()),
+                created_at_ms: now,
+                modified_at_ms: now,
+            }),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    fn not_found(account: &str, id: &str) -> Status {
+        Status::not_found(format!("gateway `{id}` not found for account `{account}`"))
+    }
+}
+
+fn outcome(applied: &Applied) -> Outcome {
+    Outcome::try_from(applied.status).unwrap_or(Outcome::Ok)
+}
+
+#[tonic::async_trait]
+impl Gateways for GatewaysService {
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().id))]
+    async fn create_gateway(
+        &self,
+        request: Request<CreateGatewayRequest>,
+    ) -> Result<Response<Gateway>, Status> {
+        let r = request.into_inner();
+        validate_id("account id", &r.account_id, false)?;
+        validate_id("gateway id", &r.id, true)?;
+        let now = now_ms();
+        let applied = self
+            .propose(Kind::Create(CreateGateway {
+                gateway: Some(Gateway {
+                    account_id: r.account_id.clone(),
+                    id: r.id.clone(),
+                    settings: Some(r.settings.unwrap_or_else(default_settings)),
+                    created_at_ms: now,
+                    modified_at_ms: now,
+                }),
+            }))
+            .await?;
+        if outcome(&applied) == Outcome::AlreadyExists {
+            return Err(Status::already_exists(format!(
+                "gateway `{}` already exists",
+                r.id
+            )));
+        }
+        applied
+            .gateway
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("create returned no gateway"))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id))]
+    async fn list_gateways(
+        &self,
+        request: Request<ListGatewaysRequest>,
+    ) -> Result<Response<ListGatewaysResponse>, Status> {
+        let r = request.into_inner();
+        validate_id("account id", &r.account_id, false)?;
+        self.group
+            .ensure_linearizable()
+            .await
+            .map_err(read_status)?;
+        let all = self
+            .registry
+            .list(&r.account_id, r.search.as_deref().filter(|s| !s.is_empty()));
+        let per_page = if r.per_page == 0 {
+            20
+        } else {
+            r.per_page.min(MAX_PER_PAGE)
+        } as usize;
+        let skip = (r.page.max(1) as usize - 1).saturating_mul(per_page);
+        Ok(Response::new(ListGatewaysResponse {
+            total_count: all.len() as u64,
+            gateways: all.into_iter().skip(skip).take(per_page).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().id))]
+    async fn get_gateway(&self, request: Request<GatewayRef>) -> Result<Response<Gateway>, Status> {
+        let r = request.into_inner();
+        self.group
+            .ensure_linearizable()
+            .await
+            .map_err(read_status)?;
+        match self.registry.get(&r.account_id, &r.id) {
+            Some(gateway) => Ok(Response::new(gateway)),
+            // Every account has `default` before it is first used (and thereby stored).
+            None if r.id == DEFAULT_GATEWAY => {
+                validate_id("account id", &r.account_id, false)?;
+                let now = now_ms();
+                Ok(Response::new(Gateway {
+                    account_id: r.account_id,
+                    id: r.id,
+                    settings: Some(default_settings()),
+                    created_at_ms: now,
+                    modified_at_ms: now,
+                }))
+            }
+            None => Err(Self::not_found(&r.account_id, &r.id)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().id))]
+    async fn update_gateway(
+        &self,
+        request: Request<UpdateGatewayRequest>,
+    ) -> Result<Response<Gateway>, Status> {
+        let r = request.into_inner();
+        let now = now_ms();
+        let applied = self
+            .propose(Kind::Update(UpdateGateway {
+                gateway: Some(Gateway {
+                    account_id: r.account_id.clone(),
+                    id: r.id.clone(),
+                    settings: Some(r.settings.unwrap_or_else(default_settings)),
+                    created_at_ms: now,
+                    modified_at_ms: now,
+                }),
+            }))
+            .await?;
+        match (outcome(&applied), applied.gateway) {
+            (Outcome::Ok, Some(g)) => Ok(Response::new(g)),
+            _ => Err(Self::not_found(&r.account_id, &r.id)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().id))]
+    async fn delete_gateway(
+        &self,
+        request: Request<GatewayRef>,
+    ) -> Result<Response<Gateway>, Status> {
+        let r = request.into_inner();
+        let applied = self
+            .propose(Kind::Delete(DeleteGateway {
+                account_id: r.account_id.clone(),
+                id: r.id.clone(),
+            }))
+            .await?;
+        match (outcome(&applied), applied.gateway) {
+            (Outcome::Ok, Some(g)) => Ok(Response::new(g)),
+            _ => Err(Self::not_found(&r.account_id, &r.id)),
+        }
+    }
+}

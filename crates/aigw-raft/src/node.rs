@@ -1,0 +1,312 @@
+//! [`RaftNode`]: the one per process, hosting every Raft group of this node; [`GroupHandle`]:
+//! what the shard and the account manager hold to write and read through their group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aigw_proto::raft::raft_service_server::RaftServiceServer;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, Raft, RaftMetrics, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+
+use crate::error::{NodeError, ReadError, WriteError};
+use crate::network::grpc::{GrpcConfig, GrpcTransport, RaftServiceImpl};
+use crate::network::{GroupRegistry, Transport};
+use crate::storage::open_group_storage;
+use crate::types::{App, Command, GroupId, NodeId, TypeConfig};
+
+/// aigw's Raft settings: 100 ms heartbeats, elections after 500–1000 ms of silence, a
+/// snapshot every 10,000 applied entries after which the log is purged but for the last 1,000
+/// entries (so briefly lagging followers catch up from the log, not a snapshot), up to 1,000
+/// entries per append-entries message.
+pub fn default_raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "aigw".to_owned(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        // Per snapshot chunk; the last one waits for `App::restore`, so be generous.
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 1000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1000,
+        purge_batch_size: 256,
+        ..openraft::Config::default()
+    }
+}
+
+/// Who this node is and how its groups run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id; stable for the node's life, unique in the cluster.
+    pub node_id: NodeId,
+    /// The address other nodes reach this node's Raft service at (`host:port`).
+    pub addr: String,
+    /// openraft settings shared by every group (see [`default_raft_config`]).
+    pub raft: openraft::Config,
+    /// gRPC transport settings (client and server).
+    pub grpc: GrpcConfig,
+}
+
+impl NodeConfig {
+    /// Node `node_id` reachable at `addr`, with the default Raft and gRPC settings.
+    pub fn new(node_id: NodeId, addr: impl Into<String>) -> Self {
+        Self {
+            node_id,
+            addr: addr.into(),
+            raft: default_raft_config(),
+            grpc: GrpcConfig::default(),
+        }
+    }
+}
+
+/// The Raft side of one aigw process: its sled database, its transport, and the groups it runs.
+///
+/// Groups are started at runtime with [`start_group`](Self::start_group); the node's gRPC
+/// service ([`grpc_service`](Self::grpc_service)) delivers incoming messages to them.
+pub struct RaftNode<T: Transport = GrpcTransport> {
+    config: NodeConfig,
+    raft_config: Arc<openraft::Config>,
+    db: sled::Db,
+    transport: T,
+    registry: GroupRegistry,
+    /// Serializes `start_group`, so one group's storage is never opened twice.
+    starting: tokio::sync::Mutex<()>,
+}
+
+impl RaftNode<GrpcTransport> {
+    /// A node talking to its peers over gRPC, storing its groups in `db`.
+    pub fn new(db: sled::Db, config: NodeConfig) -> Result<Self, NodeError> {
+        let transport = GrpcTransport::new(config.node_id, config.grpc.clone());
+        Self::with_transport(db, config, transport)
+    }
+}
+
+impl<T: Transport> RaftNode<T> {
+    /// A node sending through `transport` (tests use the in-process router).
+    pub fn with_transport(
+        db: sled::Db,
+        config: NodeConfig,
+        transport: T,
+    ) -> Result<Self, NodeError> {
+        let raft_config = config
+            .raft
+            .clone()
+            .validate()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        Ok(Self {
+            config,
+            raft_config: Arc::new(raft_config),
+            db,
+            transport,
+            registry: GroupRegistry::new(),
+            starting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// This node's Raft address.
+    pub fn addr(&self) -> &str {
+        &self.config.addr
+    }
+
+    /// This node as a group member: its address.
+    pub fn basic_node(&self) -> BasicNode {
+        BasicNode::new(self.config.addr.clone())
+    }
+
+    /// The groups this node runs; what the gRPC service (or a test router) delivers into.
+    pub fn registry(&self) -> &GroupRegistry {
+        &self.registry
+    }
+
+    /// The gRPC Raft service for this node's groups, to add to the process's tonic server.
+    pub fn grpc_service(&self) -> RaftServiceServer<RaftServiceImpl> {
+        RaftServiceImpl::new(self.registry.clone()).into_server(&self.config.grpc)
+    }
+
+    /// Start (or restart) group `group` on this node with `app` as its state machine.
+    ///
+    /// Storage is opened from the node's database: a group that ran here before resumes from
+    /// its log, vote and applied state. A brand-new group (nothing stored) is initialized with
+    /// `members` by exactly one node — the member with the lowest id — so that a 3-replica
+    /// group is formed once; the others wait to hear from the leader. A single-member group
+    /// (all-in-one) therefore initializes itself and elects itself. If the lowest member is
+    /// down when a new group is first created, the group forms when it comes up.
+    /// `members` must include this node and be the same on every member; nodes joining an
+    /// existing group later need a membership change (`raft().change_membership`).
+    pub async fn start_group<A: App>(
+        &self,
+        group: GroupId,
+        app: Arc<A>,
+        members: BTreeMap<NodeId, BasicNode>,
+    ) -> Result<GroupHandle, NodeError> {
+        let node = self.config.node_id;
+        if !members.contains_key(&node) {
+            return Err(NodeError::NotAMember {
+                group,
+                node,
+                members: members.keys().copied().collect(),
+            });
+        }
+        let _starting = self.starting.lock().await;
+        if self.registry.get(group).is_some() {
+            return Err(NodeError::AlreadyRunning(group));
+        }
+        let raft_error = |e: &dyn std::fmt::Display| NodeError::Raft {
+            group,
+            message: e.to_string(),
+        };
+
+        let (log, sm) = open_group_storage(&self.db, group, app)?;
+        let network = self.transport.network(group);
+        let raft = Raft::new(node, Arc::clone(&self.raft_config), network, log, sm)
+            .await
+            .map_err(|e| raft_error(&e))?;
+        let Some(token) = self.registry.insert(group, raft.clone()) else {
+            // Unreachable while `starting` is held; never run two instances of one group.
+            let _ = raft.shutdown().await;
+            return Err(NodeError::AlreadyRunning(group));
+        };
+        let handle = GroupHandle {
+            group,
+            node,
+            raft,
+            registry: self.registry.clone(),
+            token,
+        };
+
+        let initialized = handle
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| raft_error(&e))?;
+        let lowest = members.keys().next().copied();
+        if !initialized && lowest == Some(node) {
+            tracing::info!(group, members = ?members.keys().collect::<Vec<_>>(), "initializing new raft group");
+            match handle.raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => {
+                    let _ = handle.shutdown().await;
+                    return Err(raft_error(&e));
+                }
+            }
+        }
+        tracing::info!(group, node, initialized, "raft group started");
+        Ok(handle)
+    }
+
+    /// The handle of running group `group`.
+    pub fn group(&self, group: GroupId) -> Option<GroupHandle> {
+        self.registry
+            .get_registered(group)
+            .map(|(raft, token)| GroupHandle {
+                group,
+                node: self.config.node_id,
+                raft,
+                registry: self.registry.clone(),
+                token,
+            })
+    }
+
+    /// Stop every group and flush the database.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let mut first_error = None;
+        for group in self.registry.group_ids() {
+            if let Some(handle) = self.group(group)
+                && let Err(e) = handle.shutdown().await
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.db.flush_async().await {
+            first_error.get_or_insert(NodeError::Flush(e.to_string()));
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// One running group on this node: write commands, confirm reads, watch its state. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct GroupHandle {
+    group: GroupId,
+    node: NodeId,
+    raft: Raft<TypeConfig>,
+    registry: GroupRegistry,
+    /// This instance's registration, so a stale handle never unregisters a restarted group.
+    token: u64,
+}
+
+impl GroupHandle {
+    /// The group's id.
+    pub fn group_id(&self) -> GroupId {
+        self.group
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// Replicate `command`, wait until it is committed and applied here, and return the app's
+    /// reply. Only the leader accepts writes: others answer [`WriteError::NotLeader`] with the
+    /// leader they know of.
+    pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, WriteError> {
+        let response = self.raft.client_write(Command(command)).await?;
+        Ok(response.data.0)
+    }
+
+    /// Confirm, with a quorum, that this node still leads and that its state machine has
+    /// applied everything committed before the call: reads made afterwards are linearizable.
+    pub async fn ensure_linearizable(&self) -> Result<(), ReadError> {
+        self.raft.ensure_linearizable().await?;
+        Ok(())
+    }
+
+    /// Whether this node currently believes it leads the group (it may have been deposed
+    /// without knowing yet: use [`ensure_linearizable`](Self::ensure_linearizable) for reads).
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.state == ServerState::Leader && metrics.current_leader == Some(self.node)
+    }
+
+    /// The leader this node knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone());
+        Some((leader, addr))
+    }
+
+    /// The group's Raft metrics as they change (state, leader, log and applied indexes).
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// The underlying openraft handle, for what this API does not cover (membership changes,
+    /// triggering snapshots, waiting on metrics).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Stop the group on this node: unregister it (incoming messages get NOT_FOUND) and shut
+    /// its Raft down. Its storage stays; starting it again resumes.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        self.registry.remove(self.group, self.token);
+        self.raft.shutdown().await.map_err(|e| NodeError::Raft {
+            group: self.group,
+            message: format!("shutdown: {e}"),
+        })
+    }
+}

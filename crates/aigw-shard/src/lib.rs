@@ -1,0 +1,16 @@
+//! A log shard.
+//!
+//! This crate owns one shard's behaviour: the [`ShardApp`] that plugs the log index into a Raft
+//! group (commands in, deterministic state out, fuzzy snapshots), and the [`ShardService`] that
+//! serves `aigw.shard.v1` on the group's leader — bodies go to the blob store before their rows
+//! are proposed, deletions remove bodies after they commit, reads are linearizable. It must not
+//! know about HTTP or the management API's wire format; it speaks the gRPC contract only.
+
+mod app;
+mod service;
+
+pub use app::ShardApp;
+pub use service::ShardService;
+
+/// gRPC metadata key carrying the leader's address when a follower refuses a request.
+pub const LEADER_METADATA: &str = "aigw-leader";

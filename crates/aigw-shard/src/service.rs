@@ -1,0 +1,353 @@
+//! `aigw.shard.v1.Shard` on one shard group.
+
+use std::sync::Arc;
+
+use aigw_blob::{BlobError, BlobStore};
+use aigw_logindex::command::{Applied, Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
+use aigw_logindex::{CompiledQuery, IndexError, LogIndex};
+use aigw_proto::shard::shard_server::Shard;
+use aigw_proto::shard::{
+    BodyKind, DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
+    GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestEntry, IngestRequest,
+    IngestResponse, ListLogsRequest, ListLogsResponse, LogQuery, LogRecord, UpdateLogRequest,
+    UpdateLogResponse,
+};
+use aigw_raft::{GroupHandle, ReadError, WriteError};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status};
+use ulid::Ulid;
+
+use crate::LEADER_METADATA;
+
+/// Bodies written to the blob store at once per ingest call.
+const BODY_PUT_CONCURRENCY: usize = 64;
+/// Ids per replicated delete command, so entries stay small.
+const DELETE_IDS_PER_COMMAND: usize = 10_000;
+
+/// Serves one shard group: writes through Raft, reads from the local index after a
+/// linearizability check.
+#[derive(Clone)]
+pub struct ShardService {
+    index: LogIndex,
+    group: GroupHandle,
+    blobs: Arc<dyn BlobStore>,
+}
+
+impl ShardService {
+    /// Serve the group `group` whose state machine maintains `index`, keeping bodies in `blobs`.
+    pub fn new(index: LogIndex, group: GroupHandle, blobs: Arc<dyn BlobStore>) -> Self {
+        Self {
+            index,
+            group,
+            blobs,
+        }
+    }
+
+    async fn propose(&self, kind: Kind) -> Result<Applied, Status> {
+        let command = Command { kind: Some(kind) }.encode_to_vec();
+        let reply = self.group.write(command).await.map_err(write_status)?;
+        Applied::decode(reply.as_slice())
+            .map_err(|e| Status::internal(format!("undecodable apply reply: {e}")))
+    }
+
+    async fn read_barrier(&self) -> Result<(), Status> {
+        self.group.ensure_linearizable().await.map_err(read_status)
+    }
+
+    /// Run a blocking index read off the async executor.
+    async fn read<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&LogIndex) -> Result<T, IndexError> + Send + 'static,
+    {
+        self.read_barrier().await?;
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || f(&index))
+            .await
+            .map_err(|e| Status::internal(format!("index read task failed: {e}")))?
+            .map_err(index_status)
+    }
+
+    async fn delete_bodies(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        // Rows are gone already; a body left behind is garbage, never visible, so log and go on.
+        if let Err(e) = self.blobs.delete(&keys).await {
+            tracing::warn!(error = %e, bodies = keys.len(), "deleting bodies of deleted logs failed");
+        }
+    }
+
+    /// Store an entry's bodies and return its row with their keys.
+    async fn store_bodies(&self, entry: IngestEntry) -> Result<LogRecord, Status> {
+        let mut row = entry
+            .record
+            .ok_or_else(|| Status::invalid_argument("ingest entry without a record"))?;
+        let id = parse_id(&row.id)?;
+        if row.account_id.is_empty() || row.gateway_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "record without account_id or gateway_id",
+            ));
+        }
+        let base = format!("{}/{}/{id}", row.account_id, row.gateway_id);
+        for (body, kind, slot) in [
+            (entry.request_body, "request", &mut row.request_body_key),
+            (entry.response_body, "response", &mut row.response_body_key),
+        ] {
+            if let Some(body) = body {
+                let key = format!("{base}.{kind}");
+                self.blobs.put(&key, body).await.map_err(blob_status)?;
+                *slot = Some(key);
+            }
+        }
+        Ok(row)
+    }
+}
+
+fn parse_id(bytes: &[u8]) -> Result<Ulid, Status> {
+    aigw_proto::id_from_bytes(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn not_leader(message: String, leader_addr: Option<String>) -> Status {
+    let mut status = Status::failed_precondition(message);
+    if let Some(value) = leader_addr.and_then(|a| a.parse().ok()) {
+        status.metadata_mut().insert(LEADER_METADATA, value);
+    }
+    status
+}
+
+fn write_status(e: WriteError) -> Status {
+    match e {
+        WriteError::NotLeader { leader_addr, .. } => not_leader(
+            format!("this replica is not the shard leader (leader: {leader_addr:?})"),
+            leader_addr,
+        ),
+        other => Status::unavailable(format!("shard cannot commit: {other}")),
+    }
+}
+
+fn read_status(e: ReadError) -> Status {
+    match e {
+        ReadError::NotLeader { leader_addr, .. } => not_leader(
+            format!("this replica is not the shard leader (leader: {leader_addr:?})"),
+            leader_addr,
+        ),
+        other => Status::unavailable(format!("shard cannot serve reads: {other}")),
+    }
+}
+
+fn index_status(e: IndexError) -> Status {
+    match e {
+        IndexError::Query(q) => Status::invalid_argument(q.to_string()),
+        IndexError::InvalidCommand(m) => Status::invalid_argument(m),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn blob_status(e: BlobError) -> Status {
+    match e {
+        BlobError::NotFound { .. } => Status::not_found(e.to_string()),
+        BlobError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        BlobError::InvalidKey { .. } => Status::invalid_argument(e.to_string()),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+fn compile(query: Option<LogQuery>) -> Result<CompiledQuery, Status> {
+    let query = query.ok_or_else(|| Status::invalid_argument("missing query"))?;
+    if query.account_id.is_empty() || query.gateway_id.is_empty() {
+        return Err(Status::invalid_argument(
+            "query needs account_id and gateway_id",
+        ));
+    }
+    CompiledQuery::compile(&query).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn log_not_found(id: Ulid) -> Status {
+    Status::not_found(format!("log `{id}` not found"))
+}
+
+#[tonic::async_trait]
+impl Shard for ShardService {
+    #[tracing::instrument(skip_all, fields(entries = request.get_ref().entries.len()))]
+    async fn ingest(
+        &self,
+        request: Request<IngestRequest>,
+    ) -> Result<Response<IngestResponse>, Status> {
+        if !self.group.is_leader() {
+            // Refuse before writing bodies that would be orphaned.
+            let leader = self.group.leader().and_then(|(_, addr)| addr);
+            return Err(not_leader(
+                "this replica is not the shard leader".into(),
+                leader,
+            ));
+        }
+        let rows: Vec<LogRecord> = futures_util::stream::iter(request.into_inner().entries)
+            .map(|entry| self.store_bodies(entry))
+            .buffered(BODY_PUT_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let applied = self.propose(Kind::Insert(Insert { rows })).await?;
+        Ok(Response::new(IngestResponse {
+            accepted: u32::try_from(applied.affected).unwrap_or(u32::MAX),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_logs(
+        &self,
+        request: Request<ListLogsRequest>,
+    ) -> Result<Response<ListLogsResponse>, Status> {
+        let request = request.into_inner();
+        let query = compile(request.query)?;
+        let (page, per_page) = (request.page.max(1), request.per_page.clamp(1, 1000));
+        let found = self
+            .read(move |index| index.list(&query, page, per_page))
+            .await?;
+        Ok(Response::new(ListLogsResponse {
+            logs: found.rows,
+            total_count: found.total,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_log(
+        &self,
+        request: Request<GetLogRequest>,
+    ) -> Result<Response<GetLogResponse>, Status> {
+        let r = request.into_inner();
+        let id = parse_id(&r.id)?;
+        let log = self
+            .read(move |index| index.get(&r.account_id, &r.gateway_id, id))
+            .await?
+            .ok_or_else(|| log_not_found(id))?;
+        Ok(Response::new(GetLogResponse { log: Some(log) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_body(
+        &self,
+        request: Request<GetBodyRequest>,
+    ) -> Result<Response<GetBodyResponse>, Status> {
+        let r = request.into_inner();
+        let id = parse_id(&r.id)?;
+        let kind = BodyKind::try_from(r.kind).unwrap_or(BodyKind::Request);
+        let log = self
+            .read(move |index| index.get(&r.account_id, &r.gateway_id, id))
+            .await?
+            .ok_or_else(|| log_not_found(id))?;
+        let (key, content_type, truncated, name) = match kind {
+            BodyKind::Request => (
+                log.request_body_key,
+                log.request_content_type,
+                log.request_body_truncated,
+                "request",
+            ),
+            BodyKind::Response => (
+                log.response_body_key,
+                log.response_content_type,
+                log.response_body_truncated,
+                "response",
+            ),
+        };
+        let key = key.ok_or_else(|| {
+            Status::not_found(format!(
+                "the {name} body of log `{id}` was not stored (cf-aig-collect-log-payload: false)"
+            ))
+        })?;
+        let body: Bytes = self.blobs.get(&key).await.map_err(blob_status)?;
+        Ok(Response::new(GetBodyResponse {
+            body,
+            content_type,
+            truncated,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_log(
+        &self,
+        request: Request<UpdateLogRequest>,
+    ) -> Result<Response<UpdateLogResponse>, Status> {
+        let r = request.into_inner();
+        let id = parse_id(&r.id)?;
+        if r.feedback.is_some_and(|f| !(-1..=1).contains(&f)) {
+            return Err(Status::invalid_argument("feedback must be -1, 0 or 1"));
+        }
+        if r.score.is_some_and(|s| !s.is_finite()) {
+            return Err(Status::invalid_argument("score must be a finite number"));
+        }
+        aigw_proto::metadata_from_proto(r.metadata.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let applied = self
+            .propose(Kind::Update(Update {
+                account_id: r.account_id,
+                gateway_id: r.gateway_id,
+                id: r.id.to_vec(),
+                feedback: r.feedback,
+                score: r.score,
+                replace_metadata: r.replace_metadata,
+                metadata: r.metadata,
+            }))
+            .await?;
+        let log = applied.row.ok_or_else(|| log_not_found(id))?;
+        Ok(Response::new(UpdateLogResponse { log: Some(log) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_logs(
+        &self,
+        request: Request<DeleteLogsRequest>,
+    ) -> Result<Response<DeleteLogsResponse>, Status> {
+        let r = request.into_inner();
+        let query = compile(r.query)?;
+        let (account_id, gateway_id) =
+            (query.account_id().to_owned(), query.gateway_id().to_owned());
+        let limit = if r.limit == 0 {
+            usize::MAX
+        } else {
+            r.limit as usize
+        };
+        let ids: Vec<Vec<u8>> = self
+            .read(move |index| {
+                Ok(index
+                    .collect(&query, limit)?
+                    .into_iter()
+                    .map(|row| row.id.to_vec())
+                    .collect())
+            })
+            .await?;
+        let mut deleted = 0;
+        for chunk in ids.chunks(DELETE_IDS_PER_COMMAND) {
+            let applied = self
+                .propose(Kind::Delete(Delete {
+                    account_id: account_id.clone(),
+                    gateway_id: gateway_id.clone(),
+                    ids: chunk.to_vec(),
+                }))
+                .await?;
+            deleted += applied.affected;
+            self.delete_bodies(applied.deleted_body_keys).await;
+        }
+        Ok(Response::new(DeleteLogsResponse { deleted }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_gateway(
+        &self,
+        request: Request<DeleteGatewayRequest>,
+    ) -> Result<Response<DeleteGatewayResponse>, Status> {
+        let r = request.into_inner();
+        let applied = self
+            .propose(Kind::DeleteGateway(DeleteGateway {
+                account_id: r.account_id,
+                gateway_id: r.gateway_id,
+            }))
+            .await?;
+        self.delete_bodies(applied.deleted_body_keys).await;
+        Ok(Response::new(DeleteGatewayResponse {
+            deleted: applied.affected,
+        }))
+    }
+}
