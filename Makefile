@@ -39,6 +39,7 @@ bench:
 	$(CARGO) build --release --bin aigw --bin aigw-mock
 	$(CARGO) build --release -p aigw-benches --bin loadbench
 	./target/release/loadbench
+	$(CARGO) run --release -p aigw-benches --bin storebench
 
 build:
 	$(CARGO) build --workspace

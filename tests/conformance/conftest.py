@@ -1,4 +1,8 @@
-"""Session fixtures: the mock upstream, `aigw serve` in front of it, and SDK clients.
+"""Session fixtures: the mock upstream, `aigw serve` in front of it, and SDK clients (openai and
+anthropic for inference, cloudflare for the `/client/v4` management API).
+
+At the end of the session the gateway is stopped with SIGTERM and its whole data dir and console
+output are scanned: no credential the suite used may appear there in plaintext.
 
 Build the binaries first: `cargo build --release --bin aigw --bin aigw-mock` (or
 `make test-conformance`, which does everything).
@@ -6,20 +10,26 @@ Build the binaries first: `cargo build --release --bin aigw --bin aigw-mock` (or
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
 
 import anthropic
+import cloudflare
 import openai
 import pytest
 
 from harness import (
+    ACCOUNT_TOKEN,
+    ADMIN_TOKEN,
     MAX_BODY_BYTES,
+    TOKEN_ACCOUNT,
     Gateway,
     MockUpstream,
     free_port,
     make_anthropic_client,
+    make_cloudflare_client,
     make_openai_client,
 )
 
@@ -67,12 +77,17 @@ def mock(tmp_path_factory) -> MockUpstream:
     upstream.stop()
 
 
-@pytest.fixture(scope="session")
-def gateway(mock, tmp_path_factory) -> Gateway:
-    workdir = tmp_path_factory.mktemp("gateway")
+def new_gateway(mock: MockUpstream, workdir: Path, **extra_env: str) -> Gateway:
+    """An `aigw serve` (not started) in front of `mock`, with its data dir and config file in
+    `workdir`. Account-scoped management tokens can only be configured in a file, by their
+    SHA-256; everything else comes from `AIGW_*` variables (`extra_env` adds or overrides)."""
     data_dir = workdir / "data"
     http_port = free_port()
+    config = workdir / "aigw.toml"
+    digest = hashlib.sha256(ACCOUNT_TOKEN.encode()).hexdigest()
+    config.write_text(f'[[api_tokens]]\naccount_id = "{TOKEN_ACCOUNT}"\ntoken_sha256 = "{digest}"\n')
     env = _clean_env() | {
+        "AIGW_ADMIN_TOKEN": ADMIN_TOKEN,
         "AIGW_HTTP_ADDR": f"127.0.0.1:{http_port}",
         "AIGW_GRPC_ADDR": f"127.0.0.1:{free_port()}",
         "AIGW_DATA_DIR": str(data_dir),
@@ -83,12 +98,24 @@ def gateway(mock, tmp_path_factory) -> Gateway:
         "AIGW_PROVIDERS__GROQ__BASE_URL": f"http://127.0.0.1:{free_port()}/openai/v1",
         "AIGW_PROXY__MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     }
-    gw = Gateway(_binary("aigw"), data_dir, env, http_port)
+    return Gateway(_binary("aigw"), data_dir, env | extra_env, http_port, config=config)
+
+
+@pytest.fixture(scope="session")
+def gateway(mock, tmp_path_factory) -> Gateway:
+    gw = new_gateway(mock, tmp_path_factory.mktemp("gateway"))
     gw.start()
     yield gw
-    assert gw.running(), f"aigw serve died during the session; output:\n{gw.output()}"
-    code = gw.stop()
-    assert code == 0, f"aigw serve exited with {code} on SIGTERM; output:\n{gw.output()}"
+    gw.stop_and_check()
+
+
+@pytest.fixture
+def second_gateway(mock, tmp_path_factory) -> Gateway:
+    """Another `aigw serve` with its own data dir, for tests that stop and restart it. Not
+    started; stopped at the end if still running."""
+    gw = new_gateway(mock, tmp_path_factory.mktemp("second-gateway"))
+    yield gw
+    gw.stop()
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +128,22 @@ def openai_client(gateway) -> openai.OpenAI:
 @pytest.fixture(scope="session")
 def anthropic_client(gateway) -> anthropic.Anthropic:
     client = make_anthropic_client(gateway.provider_url("anthropic"))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def cf(gateway) -> cloudflare.Cloudflare:
+    """`cloudflare.Cloudflare` with the admin token."""
+    client = make_cloudflare_client(gateway.api_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def cf_account(gateway) -> cloudflare.Cloudflare:
+    """`cloudflare.Cloudflare` with the token scoped to `TOKEN_ACCOUNT`."""
+    client = make_cloudflare_client(gateway.api_url, ACCOUNT_TOKEN)
     yield client
     client.close()
 

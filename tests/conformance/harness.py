@@ -2,7 +2,8 @@
 
 `MockUpstream` and `Gateway` wrap the two binaries (`aigw-mock`, `aigw serve`); `conftest.py`
 starts one of each per session. The helpers below talk plain HTTP (for byte-exact checks that an
-SDK would hide) and read the gateway's `logs.jsonl`.
+SDK would hide) and read the gateway's log records back through its management API
+(`/client/v4/.../logs`, Cloudflare's wire format) with the admin token.
 """
 
 from __future__ import annotations
@@ -17,14 +18,21 @@ import socket
 import subprocess
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import anthropic
+import cloudflare
 import openai
 
-#: Generous deadline for anything we wait for (start-up, log records). Never a speed assertion.
+#: Generous deadline for anything we wait for (start-up, a request). Never a speed assertion.
 DEADLINE_S = 10.0
+
+#: Deadline for a log record to become visible through the management API (the log pipeline
+#: is asynchronous: queue, batch, Raft commit). Generous on purpose; never a speed assertion.
+LOG_DEADLINE_S = 30.0
 
 #: Crockford base32, 26 characters: the shape of a ULID.
 ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
@@ -35,6 +43,21 @@ MAX_BODY_BYTES = 1024 * 1024
 #: Provider credentials the SDKs send; they must reach the mock and never be logged.
 OPENAI_API_KEY = "sk-conformance-openai-6f0c1b9e27d4"
 ANTHROPIC_API_KEY = "sk-ant-conformance-3a8e5d7c41f2"
+
+#: Management API tokens. The admin token may do everything; the account token (configured as
+#: `[[api_tokens]]` by its SHA-256 only) may manage `TOKEN_ACCOUNT` alone.
+ADMIN_TOKEN = "conformance-admin-token-5b1e0f3a9c"
+ACCOUNT_TOKEN = "conformance-account-token-77d2c4e8"
+TOKEN_ACCOUNT = "acct-scoped"
+
+#: A provider key sent in the query string (as Google's `?key=`): forwarded, never logged.
+QUERY_SECRET = "query-secret-9d2f4a71"
+
+#: The gateway's own credential (`cf-aig-authorization`): consumed, never forwarded or logged.
+GATEWAY_TOKEN = "cf-aig-gateway-token-4e1d"
+
+#: Everything that must never be stored or printed by the gateway.
+SECRETS = (OPENAI_API_KEY, ANTHROPIC_API_KEY, QUERY_SECRET, GATEWAY_TOKEN, ADMIN_TOKEN, ACCOUNT_TOKEN)
 
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-sonnet-4-5-20250929"
@@ -75,6 +98,38 @@ def make_anthropic_client(base_url: str) -> anthropic.Anthropic:
     return anthropic.Anthropic(
         base_url=base_url, api_key=ANTHROPIC_API_KEY, max_retries=0, timeout=DEADLINE_S
     )
+
+
+def wait_until(condition, what: str, timeout: float = LOG_DEADLINE_S):
+    """Poll `condition()` until it returns something truthy (returned); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true after {timeout}s: {what} (last: {value!r})")
+        time.sleep(0.02)
+
+
+def unique_id(prefix: str) -> str:
+    """A fresh account or gateway id (`^[a-z0-9_-]{1,64}$`), so tests never share state."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+#: The settings `ai_gateway.create` / `update` require, at their most neutral.
+MINIMAL_GATEWAY_SETTINGS = {
+    "cache_invalidate_on_update": False,
+    "cache_ttl": None,
+    "collect_logs": True,
+    "rate_limiting_interval": None,
+    "rate_limiting_limit": None,
+}
+
+
+def make_cloudflare_client(api_url: str, token: str = ADMIN_TOKEN) -> cloudflare.Cloudflare:
+    """The official `cloudflare` SDK pointed at the gateway's management API; never retries."""
+    return cloudflare.Cloudflare(api_token=token, base_url=api_url, max_retries=0, timeout=DEADLINE_S)
 
 
 def delta_text(chunk) -> str:
@@ -169,6 +224,35 @@ def assert_completed(record: dict) -> None:
     assert record["success"] is True, record
 
 
+def logged_metadata(record: dict) -> dict:
+    """A log's `metadata`, which the API sends as a JSON *string* (Cloudflare's model); `{}` when
+    the log has none."""
+    text = record["metadata"]
+    if text is None:
+        return {}
+    assert isinstance(text, str), record
+    value = json.loads(text)
+    assert isinstance(value, dict), record
+    return value
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 timestamp with an explicit offset (`Z` or `±hh:mm`)."""
+    assert isinstance(text, str) and re.search(r"(Z|[+-]\d\d:\d\d)$", text), text
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert parsed.tzinfo is not None, text
+    return parsed
+
+
+def ulid_ms(log_id: str) -> int:
+    """The millisecond timestamp in a ULID's first 10 characters."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    n = 0
+    for c in log_id[:10]:
+        n = n * 32 + alphabet.index(c)
+    return n
+
+
 # ---------------------------------------------------------------------------------------------
 # Processes
 
@@ -260,22 +344,37 @@ def header_value(seen_request: dict, name: str) -> str | None:
 
 
 class Gateway:
-    """`aigw serve`, configured only through `AIGW_*` environment variables."""
+    """`aigw serve`, configured through `AIGW_*` environment variables plus, optionally, a TOML
+    file (`--config`) for what only a file can say (`[[api_tokens]]`)."""
 
-    def __init__(self, binary: Path, data_dir: Path, env: dict[str, str], http_port: int):
+    def __init__(
+        self,
+        binary: Path,
+        data_dir: Path,
+        env: dict[str, str],
+        http_port: int,
+        *,
+        config: Path | None = None,
+        admin_token: str = ADMIN_TOKEN,
+    ):
         self.binary = binary
         self.data_dir = data_dir
         self.env = env
+        self.config = config
+        self.admin_token = admin_token
         self.proc: subprocess.Popen | None = None
         self.output_path = data_dir.parent / "gateway.out"
         self.url = f"http://127.0.0.1:{http_port}"
-        self.log_path = data_dir / "logs.jsonl"
+        #: Base URL of the management API (what `Cloudflare(base_url=...)` takes).
+        self.api_url = f"{self.url}/client/v4"
 
     def start(self) -> None:
-        with open(self.output_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [str(self.binary), "serve"], stdout=out, stderr=subprocess.STDOUT, env=self.env
-            )
+        args = [str(self.binary), "serve"]
+        if self.config is not None:
+            args += ["--config", str(self.config)]
+        # Appended, so a restarted gateway's output follows the earlier run's.
+        with open(self.output_path, "ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=self.env)
         try:
             self._wait_healthy()
         except BaseException:
@@ -309,6 +408,16 @@ class Gateway:
         """Shut down with SIGTERM (graceful: open responses finish, queued logs are flushed)."""
         return _terminate(self.proc)
 
+    def stop_and_check(self) -> None:
+        """SIGTERM must exit 0; then (everything flushed) no credential may be on disk or in the
+        output."""
+        assert self.running(), f"aigw serve died; output:\n{self.output()}"
+        code = self.stop()
+        assert code == 0, f"aigw serve exited with {code} on SIGTERM; output:\n{self.output()}"
+        for secret in SECRETS:
+            assert self.files_containing(secret) == [], f"a secret ({secret[:8]}…) is stored in plaintext"
+            assert secret not in self.output(tail=None), f"a secret ({secret[:8]}…) was printed"
+
     def output(self, tail: int | None = 4000) -> str:
         """What the process printed (its tracing output): the last `tail` characters, or all."""
         return _tail(self.output_path, tail)
@@ -316,28 +425,119 @@ class Gateway:
     def provider_url(self, provider: str, *, account: str = "acct", gateway: str = "default") -> str:
         return f"{self.url}/v1/{account}/{gateway}/{provider}"
 
-    # -- logs.jsonl ---------------------------------------------------------------------------
+    # -- management API (plain HTTP) ------------------------------------------------------------
 
-    def log_records(self) -> list[dict]:
-        """Every complete record written so far (a line still being written is skipped)."""
-        try:
-            text = self.log_path.read_text()
-        except FileNotFoundError:
-            return []
-        complete = text[: text.rfind("\n") + 1]
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+    def api(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict | list | None = None,
+        body: dict | None = None,
+        token: str | None = None,
+    ) -> HttpResponse:
+        """One management call, `path` relative to `/client/v4`, with the admin token unless
+        `token` is given."""
+        url = self.api_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        headers = {"authorization": f"Bearer {token or self.admin_token}"}
+        return http_request(method, url, headers=headers, body=body)
 
-    def wait_for_log(self, log_id: str, timeout: float = DEADLINE_S) -> dict:
-        """Poll `logs.jsonl` until the record with `id == log_id` appears; return it."""
+    @staticmethod
+    def logs_path(account: str, gateway: str) -> str:
+        return f"/accounts/{account}/ai-gateway/gateways/{gateway}/logs"
+
+    def get_log(self, log_id: str, *, account: str = "acct", gateway: str = "default") -> HttpResponse:
+        """`GET .../logs/{id}` as it comes (any status)."""
+        return self.api("GET", f"{self.logs_path(account, gateway)}/{log_id}")
+
+    def log_body(
+        self, log_id: str, kind: str, *, account: str = "acct", gateway: str = "default"
+    ) -> HttpResponse:
+        """`GET .../logs/{id}/request` or `/response`: the stored body, raw (any status)."""
+        assert kind in ("request", "response"), kind
+        return self.api("GET", f"{self.logs_path(account, gateway)}/{log_id}/{kind}")
+
+    def wait_for_log(
+        self,
+        log_id: str,
+        *,
+        account: str = "acct",
+        gateway: str = "default",
+        timeout: float = LOG_DEADLINE_S,
+    ) -> dict:
+        """Poll `GET .../logs/{log_id}` until it answers 200; return the log (`result`).
+
+        Logs are written asynchronously, so 404 means "not yet"; any other status fails at once.
+        """
         assert log_id and ULID_RE.match(log_id), f"not a log id: {log_id!r}"
         deadline = time.monotonic() + timeout
         while True:
-            for record in self.log_records():
-                if record["id"] == log_id:
-                    return record
+            resp = self.get_log(log_id, account=account, gateway=gateway)
+            if resp.status == 200:
+                body = resp.json()
+                assert body["success"] is True and body["errors"] == [], body
+                record = body["result"]
+                assert record["id"] == log_id, record
+                return record
+            assert resp.status == 404, f"GET log {log_id}: {resp.status} {resp.body!r}"
             if time.monotonic() >= deadline:
                 raise AssertionError(
-                    f"no log record {log_id} in {self.log_path} after {timeout}s; "
-                    f"gateway output:\n{self.output()}"
+                    f"log {log_id} not visible in {account}/{gateway} after {timeout}s "
+                    f"(last answer {resp.status} {resp.body!r}); gateway output:\n{self.output()}"
                 )
             time.sleep(0.02)
+
+    def list_logs(
+        self,
+        *,
+        account: str = "acct",
+        gateway: str = "default",
+        query: list[tuple[str, str]] | None = None,
+        per_page: int = 50,
+    ) -> list[dict]:
+        """Every log `GET .../logs` lists for `query`, following the pages."""
+        logs: list[dict] = []
+        page = 1
+        while True:
+            params = list(query or []) + [("page", str(page)), ("per_page", str(per_page))]
+            resp = self.api("GET", self.logs_path(account, gateway), query=params)
+            assert resp.status == 200, (resp.status, resp.body)
+            body = resp.json()
+            if not body["result"]:
+                return logs
+            logs += body["result"]
+            page += 1
+
+    def assert_secret_not_logged(
+        self, secret: str, *, log_id: str, account: str = "acct", gateway: str = "default"
+    ) -> None:
+        """`secret` appears nowhere the gateway keeps or shows what it logged: the management
+        API's answers about `log_id` (list, get one, both bodies), its console output, and every
+        file under its data dir (bodies are zstd-compressed and the index is sled, so a plaintext
+        hit there is a real leak)."""
+        shown = [
+            ("GET logs (list)", json.dumps(self.list_logs(account=account, gateway=gateway))),
+            ("GET logs/{id}", self.get_log(log_id, account=account, gateway=gateway).body.decode()),
+        ]
+        for kind in ("request", "response"):
+            resp = self.log_body(log_id, kind, account=account, gateway=gateway)
+            shown.append((f"GET logs/{{id}}/{kind}", resp.body.decode(errors="replace")))
+        for where, text in shown:
+            assert secret not in text, f"secret returned by the management API ({where})"
+        assert secret not in self.output(tail=None), "secret printed by the gateway"
+        assert self.files_containing(secret) == [], "secret stored in plaintext in the data dir"
+
+    def files_containing(self, secret: str) -> list[Path]:
+        """Files under the data dir whose bytes contain `secret`."""
+        needle = secret.encode()
+        hits = []
+        for path in sorted(self.data_dir.rglob("*")):
+            if path.is_file():
+                try:
+                    if needle in path.read_bytes():
+                        hits.append(path)
+                except FileNotFoundError:  # removed while we looked (sled rewrites segments)
+                    pass
+        return hits

@@ -136,7 +136,15 @@ def test_body_at_limit_is_accepted(gateway):
         body=padded_chat_body(MAX_BODY_BYTES),
     )
     assert resp.status == 200, resp.body
-    assert gateway.wait_for_log(resp.header("cf-aig-log-id"))["request_size"] == MAX_BODY_BYTES
+    log_id = resp.header("cf-aig-log-id")
+    record = gateway.wait_for_log(log_id)
+    assert record["request_size"] == MAX_BODY_BYTES
+    # A body exactly at the limit is stored whole, not truncated.
+    assert record["request_truncated"] is False
+    assert record["request_head_complete"] is False  # longer than the head GET one shows
+    stored = gateway.log_body(log_id, "request")
+    assert stored.status == 200 and stored.header("cf-aig-body-truncated") is None
+    assert stored.body == padded_chat_body(MAX_BODY_BYTES)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

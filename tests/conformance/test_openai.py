@@ -1,4 +1,5 @@
-"""The official OpenAI SDK through aigw: what the SDK sees matches what aigw logs."""
+"""The official OpenAI SDK through aigw: what the SDK sees matches what aigw logs (read back through
+the management API)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ from harness import (
     assert_completed,
     chunk_reply,
     delta_text,
+    logged_metadata,
     openai_chat,
+    parse_rfc3339,
+    ulid_ms,
     words,
 )
 
 
 def assert_logged(record: dict, *, model: str, path: str, model_type: str, streamed: bool):
-    """The record describes a completed 200 exchange with the OpenAI upstream."""
+    """The record describes a completed 200 exchange with the OpenAI upstream (found under
+    account `acct`, as `wait_for_log` looks there)."""
     assert record["provider"] == "openai"
-    assert record["account_id"] == "acct"
     assert record["gateway_id"] == "default"
     assert record["model"] == model
     assert record["model_type"] == model_type
@@ -35,7 +39,11 @@ def assert_logged(record: dict, *, model: str, path: str, model_type: str, strea
 
 def test_chat_completion(openai_client, gateway):
     prompt = "Say hello to the gateway"
-    completion, headers = openai_chat(openai_client, content=prompt)
+    before_ms = time.time_ns() // 1_000_000
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model=OPENAI_MODEL, messages=[{"role": "user", "content": prompt}]
+    )
+    completion, headers = raw.parse(), raw.headers
 
     assert completion.object == "chat.completion"
     assert completion.model == OPENAI_MODEL
@@ -49,18 +57,44 @@ def test_chat_completion(openai_client, gateway):
     log_id = headers["cf-aig-log-id"]
     assert len(log_id) == 26 and ULID_RE.match(log_id), log_id
     record = gateway.wait_for_log(log_id)
+    after_ms = time.time_ns() // 1_000_000
     assert_logged(record, model=OPENAI_MODEL, path="/chat/completions", model_type="chat", streamed=False)
     assert record["method"] == "POST"
+    assert record["request_type"] == "provider"
+    assert record["cached"] is False
     assert record["tokens_in"] == completion.usage.prompt_tokens
     assert record["tokens_out"] == completion.usage.completion_tokens
     assert record["cost"] > 0
     assert record["custom_cost"] is False
-    assert record["payload_collected"] is True
-    assert record["metadata"] == {}
+    assert logged_metadata(record) == {}
     assert record["event_id"] is None
-    assert record["request_size"] > 0 and record["response_size"] > 0
-    assert 0 <= record["time_to_first_byte_ms"] <= record["duration_ms"]
+    assert record["feedback"] is None and record["score"] is None
+    assert record["authentication"] is False
+    assert record["request_content_type"] == "application/json"
+    assert record["response_content_type"].startswith("application/json")
     assert record["user_agent"].startswith("OpenAI/Python")
+
+    # created_at is RFC 3339, taken while the request was in flight; the id's timestamp is
+    # from the same exchange.
+    created_ms = round(parse_rfc3339(record["created_at"]).timestamp() * 1000)
+    assert before_ms <= created_ms <= after_ms
+    assert before_ms <= ulid_ms(log_id) <= after_ms
+    assert 0 <= record["time_to_first_byte"] <= record["duration"]
+
+    # The payload was collected: sizes are the bytes on the wire, and both bodies are stored
+    # exactly (GET one shows their start; the body endpoints return them whole).
+    request_bytes = raw.http_request.content
+    response_bytes = raw.http_response.content
+    assert (record["request_size"], record["response_size"]) == (len(request_bytes), len(response_bytes))
+    assert (record["request_truncated"], record["response_truncated"]) == (False, False)
+    assert record["request_head"] == request_bytes.decode()
+    assert record["response_head"] == response_bytes.decode()
+    assert record["request_head_complete"] is True and record["response_head_complete"] is True
+    stored_request = gateway.log_body(log_id, "request")
+    stored_response = gateway.log_body(log_id, "response")
+    assert (stored_request.status, stored_request.body) == (200, request_bytes)
+    assert (stored_response.status, stored_response.body) == (200, response_bytes)
+    assert stored_request.header("content-type") == "application/json"
 
 
 def test_log_ids_are_unique_and_time_ordered(openai_client):
@@ -94,12 +128,25 @@ def test_chat_completion_stream_with_usage(openai_client, gateway):
     assert usage.prompt_tokens == words(prompt)
     assert usage.completion_tokens == 12
 
-    record = gateway.wait_for_log(raw.headers["cf-aig-log-id"])
+    log_id = raw.headers["cf-aig-log-id"]
+    record = gateway.wait_for_log(log_id)
     assert_logged(record, model=OPENAI_MODEL, path="/chat/completions", model_type="chat", streamed=True)
     assert record["response_content_type"].startswith("text/event-stream")
     assert record["tokens_in"] == usage.prompt_tokens
     assert record["tokens_out"] == usage.completion_tokens
     assert record["cost"] > 0
+    # The whole event stream, as relayed, is the stored response body: the same events the SDK
+    # parsed, in order, and as many bytes as the record says were sent.
+    stored = gateway.log_body(log_id, "response")
+    assert stored.status == 200
+    assert stored.header("content-type").startswith("text/event-stream")
+    data = [line[len("data: ") :] for line in stored.body.decode().splitlines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    events = [json.loads(d) for d in data[:-1]]
+    assert [e["id"] for e in events] == [c.id for c in chunks]
+    assert events[-1]["usage"]["completion_tokens"] == usage.completion_tokens
+    assert record["response_size"] == len(stored.body)
+    assert record["request_head"] == raw.http_request.content.decode()
 
 
 def test_stream_is_relayed_as_it_arrives(openai_client):

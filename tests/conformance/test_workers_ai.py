@@ -22,11 +22,16 @@ def test_account_id_reaches_the_upstream_url(gateway, mock, marker):
     assert upstream["path"] == f"/client/v4/accounts/acct-42/ai/run/{MODEL}"
     assert header_value(upstream, "authorization") == "Bearer cf-token"
 
-    record = gateway.wait_for_log(resp.header("cf-aig-log-id"))
+    log_id = resp.header("cf-aig-log-id")
+    # The log belongs to account acct-42: found there, and not under another account.
+    record = gateway.wait_for_log(log_id, account="acct-42")
+    assert gateway.get_log(log_id, account="acct").status == 404
     assert record["provider"] == "workers-ai"
-    assert record["account_id"] == "acct-42"
+    assert record["gateway_id"] == "default"
     assert record["model"] == MODEL
     assert (record["tokens_in"], record["tokens_out"]) == (4, MOCK_REPLY_TOKENS)
     assert (record["request_size"], record["response_size"]) == (len(body), len(resp.body))
     assert record["status_code"] == 200
     assert_completed(record)
+    stored = gateway.log_body(log_id, "request", account="acct-42")
+    assert (stored.status, stored.body) == (200, body)

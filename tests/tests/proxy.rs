@@ -722,3 +722,40 @@ async fn health_readiness_and_metrics() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn responses_cut_at_the_limit_keep_their_usage() {
+    let h = Harness::start_with(|c| c.proxy.max_body_bytes = 4096).await;
+    for stream in [false, true] {
+        let resp = h
+            .client
+            .post(h.gw("openai", "/chat/completions"))
+            .header("x-mock-chunks", "3000")
+            .json(&chat_body(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let relayed = resp.bytes().await.unwrap();
+        assert!(relayed.len() > 4096, "the client gets the whole body");
+    }
+    let entries = h.logs(2).await;
+    for entry in entries {
+        let rec = &entry.record;
+        assert!(rec.response_body_truncated, "{rec:?}");
+        assert_eq!(
+            entry.response_body.as_ref().unwrap().len(),
+            4096,
+            "the stored copy is cut"
+        );
+        assert!(rec.response_size > 4096);
+        assert_eq!(
+            (rec.tokens_in, rec.tokens_out),
+            (Some(5), Some(3000)),
+            "streamed={}",
+            rec.streamed
+        );
+        assert!(rec.cost.is_some_and(|c| c > 0.0));
+    }
+    h.shutdown().await;
+}

@@ -109,6 +109,16 @@ impl GatewaysService {
         .map(|_| ())
     }
 
+    /// Management calls on `default` persist it first, so that it can be read stably,
+    /// configured or deleted before any traffic used it.
+    async fn materialize_if_default(&self, account: &str, id: &str) -> Result<(), Status> {
+        if id != DEFAULT_GATEWAY {
+            return Ok(());
+        }
+        validate_id("account id", account, false)?;
+        self.materialize_default(account).await
+    }
+
     fn not_found(account: &str, id: &str) -> Status {
         Status::not_found(format!("gateway `{id}` not found for account `{account}`"))
     }
@@ -181,26 +191,15 @@ impl Gateways for GatewaysService {
     #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().id))]
     async fn get_gateway(&self, request: Request<GatewayRef>) -> Result<Response<Gateway>, Status> {
         let r = request.into_inner();
+        self.materialize_if_default(&r.account_id, &r.id).await?;
         self.group
             .ensure_linearizable()
             .await
             .map_err(read_status)?;
-        match self.registry.get(&r.account_id, &r.id) {
-            Some(gateway) => Ok(Response::new(gateway)),
-            // Every account has `default` before it is first used (and thereby stored).
-            None if r.id == DEFAULT_GATEWAY => {
-                validate_id("account id", &r.account_id, false)?;
-                let now = now_ms();
-                Ok(Response::new(Gateway {
-                    account_id: r.account_id,
-                    id: r.id,
-                    settings: Some(default_settings()),
-                    created_at_ms: now,
-                    modified_at_ms: now,
-                }))
-            }
-            None => Err(Self::not_found(&r.account_id, &r.id)),
-        }
+        self.registry
+            .get(&r.account_id, &r.id)
+            .map(Response::new)
+            .ok_or_else(|| Self::not_found(&r.account_id, &r.id))
     }
 
     #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().id))]
@@ -209,6 +208,7 @@ impl Gateways for GatewaysService {
         request: Request<UpdateGatewayRequest>,
     ) -> Result<Response<Gateway>, Status> {
         let r = request.into_inner();
+        self.materialize_if_default(&r.account_id, &r.id).await?;
         let now = now_ms();
         let applied = self
             .propose(Kind::Update(UpdateGateway {
@@ -233,6 +233,7 @@ impl Gateways for GatewaysService {
         request: Request<GatewayRef>,
     ) -> Result<Response<Gateway>, Status> {
         let r = request.into_inner();
+        self.materialize_if_default(&r.account_id, &r.id).await?;
         let applied = self
             .propose(Kind::Delete(DeleteGateway {
                 account_id: r.account_id.clone(),

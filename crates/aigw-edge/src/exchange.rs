@@ -21,6 +21,9 @@ use tokio::time::Sleep;
 use crate::metrics::Metrics;
 use crate::shipper::{LogShipper, PendingLog};
 
+/// How much of the end of a response cut at the size limit is kept to read its usage from.
+pub const RESPONSE_TAIL_BYTES: usize = 64 * 1024;
+
 /// Status recorded when the client left before the upstream answered (nginx's convention).
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
@@ -85,6 +88,13 @@ impl ExchangeGuard {
         log.response_body.extend_from_slice(&chunk[..kept]);
         if kept < chunk.len() {
             log.record.response_body_truncated = true;
+            // Usage comes at the end of a response: keep its last bytes for the log too.
+            let tail = &mut log.response_tail;
+            tail.extend_from_slice(&chunk[kept..]);
+            if tail.len() > 2 * RESPONSE_TAIL_BYTES {
+                let excess = tail.len() - RESPONSE_TAIL_BYTES;
+                let _ = tail.split_to(excess);
+            }
         }
     }
 

@@ -142,7 +142,12 @@ impl Edge {
     /// Serve the edge's routes plus `routes` (e.g. the management API) on `listener` until
     /// `shutdown` resolves and open connections finish, then flush every queued log record to
     /// the sink.
-    pub async fn serve<F>(self, listener: TcpListener, routes: Router, shutdown: F) -> std::io::Result<()>
+    pub async fn serve<F>(
+        self,
+        listener: TcpListener,
+        routes: Router,
+        shutdown: F,
+    ) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {

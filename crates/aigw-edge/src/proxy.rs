@@ -2,7 +2,7 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use aigw_types::{LogRecord, RequestOutcome};
 use axum::body::Body;
@@ -55,9 +55,10 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
 }
 
 async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Response, EdgeError> {
-    let created_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    // The id is minted when the request arrives and carries the same millisecond as
+    // `created_at`: the store orders and time-filters logs by id.
+    let log_id = Ulid::from_datetime(SystemTime::now());
+    let created_at_ms = i64::try_from(log_id.timestamp_ms()).unwrap_or(i64::MAX);
     let (parts, body) = req.into_parts();
     let path = parse_gateway_path(parts.uri.path())?;
     let span = tracing::Span::current();
@@ -93,7 +94,6 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
     }
     let body = read_body(body, limit).await?;
 
-    let log_id = Ulid::new();
     span.record("log_id", tracing::field::display(log_id));
     let collect = directives.collect_log.unwrap_or(settings.collect_logs);
     let log = collect.then(|| {
@@ -118,6 +118,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
             wire: provider.wire,
             request_body: body.clone(),
             response_body: bytes::BytesMut::new(),
+            response_tail: bytes::BytesMut::new(),
             custom_cost: directives.custom_cost,
         }
     });

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aigw_providers::{
-    CustomCost, PricingTable, WireFormat, extract_usage, model_type, request_model,
+    CustomCost, PricingTable, WireFormat, extract_usage, extract_usage_tail, model_type,
+    request_model,
 };
 use aigw_types::LogRecord;
 use bytes::{Bytes, BytesMut};
@@ -57,6 +58,9 @@ pub struct PendingLog {
     pub request_body: Bytes,
     /// The response body as relayed, up to the limit.
     pub response_body: BytesMut,
+    /// When the body exceeded the limit: its last bytes (up to about twice
+    /// [`RESPONSE_TAIL_BYTES`](crate::exchange::RESPONSE_TAIL_BYTES)), for usage extraction.
+    pub response_tail: BytesMut,
     /// `cf-aig-custom-cost`, if given.
     pub custom_cost: Option<CustomCost>,
 }
@@ -69,10 +73,16 @@ impl PendingLog {
             wire,
             request_body,
             response_body,
+            response_tail,
             custom_cost,
         } = self;
         let response_body = response_body.freeze();
-        let usage = extract_usage(wire, &record.path, &response_body, record.streamed);
+        let mut usage = extract_usage(wire, &record.path, &response_body, record.streamed);
+        if record.response_body_truncated {
+            let tail = extract_usage_tail(wire, &record.path, &response_tail, record.streamed);
+            usage.tokens_in = tail.tokens_in.or(usage.tokens_in);
+            usage.tokens_out = tail.tokens_out.or(usage.tokens_out);
+        }
         record.model = request_model(wire, &record.path, &request_body)
             .or(usage.model)
             .unwrap_or_default();

@@ -54,7 +54,8 @@ pub struct Delete {
     pub ids: Vec<Vec<u8>>,
 }
 
-/// Delete every row of a gateway.
+/// Delete every row of a gateway, and refuse rows created up to `deleted_at_ms` afterwards
+/// (logs of requests that were in flight when the gateway was deleted).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeleteGateway {
     /// Account.
@@ -63,6 +64,9 @@ pub struct DeleteGateway {
     /// Gateway.
     #[prost(string, tag = "2")]
     pub gateway_id: String,
+    /// When the deletion was requested (Unix ms, chosen by the proposer).
+    #[prost(int64, tag = "3")]
+    pub deleted_at_ms: i64,
 }
 
 /// One replicated command.
@@ -96,10 +100,11 @@ pub mod kind {
 /// The result of applying a command.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Applied {
-    /// Rows inserted, updated or deleted (already-present or absent rows are not counted).
+    /// Rows inserted, updated or deleted (already-present, absent or tombstoned rows are not
+    /// counted).
     #[prost(uint64, tag = "1")]
     pub affected: u64,
-    /// Body object keys of deleted rows, for the leader to delete from the blob store.
+    /// Body object keys of deleted or refused rows, for the leader to delete from the blob store.
     #[prost(string, repeated, tag = "2")]
     pub deleted_body_keys: Vec<String>,
     /// The row after an update.

@@ -1,6 +1,6 @@
 //! The index of one shard: applying commands and answering queries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aigw_proto::shard::{LogRecord, OrderBy};
 use prost::Message;
@@ -10,7 +10,7 @@ use ulid::Ulid;
 use crate::command::{Applied, Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
 use crate::keys::{
     self, Field, GatewayKey, counter_key, counter_prefix, gateway_index_prefix, gateway_key,
-    id_suffix, index_key, row_key, row_prefix,
+    id_suffix, index_key, row_key, row_prefix, tombstone_key,
 };
 use crate::query::{CompiledQuery, IndexScan, feedback_byte, metadata_text};
 
@@ -230,12 +230,27 @@ impl LogIndex {
     fn insert(&self, command: Insert) -> Result<Applied, IndexError> {
         let mut changes = Changes::default();
         let mut seen = std::collections::HashSet::with_capacity(command.rows.len());
+        let mut tombstones: HashMap<GatewayKey, Option<i64>> = HashMap::new();
+        let mut refused_bodies = Vec::new();
         let mut affected = 0;
         for row in &command.rows {
             let Some(id) = parse_id(&row.id) else {
                 continue;
             };
             let gw = gateway_key(&row.account_id, &row.gateway_id);
+            let deleted_at = match tombstones.get(&gw) {
+                Some(t) => *t,
+                None => {
+                    let t = self.tombstone(&gw)?;
+                    tombstones.insert(gw, t);
+                    t
+                }
+            };
+            if deleted_at.is_some_and(|t| row.created_at_ms <= t) {
+                // Its bodies were stored for nothing: report them for deletion.
+                refused_bodies.extend(body_keys(row));
+                continue;
+            }
             let key = row_key(&gw, id);
             if !seen.insert(key.clone()) || self.tree.contains_key(&key)? {
                 continue;
@@ -246,6 +261,7 @@ impl LogIndex {
         changes.commit(&self.tree)?;
         Ok(Applied {
             affected,
+            deleted_body_keys: refused_bodies,
             ..Applied::default()
         })
     }
@@ -297,11 +313,28 @@ impl LogIndex {
         Ok(applied)
     }
 
+    fn tombstone(&self, gw: &GatewayKey) -> Result<Option<i64>, IndexError> {
+        Ok(self
+            .tree
+            .get(tombstone_key(gw))?
+            .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
+    }
+
     fn delete_gateway(&self, command: DeleteGateway) -> Result<Applied, IndexError> {
         let gw = gateway_key(&command.account_id, &command.gateway_id);
+        let deleted_at = self
+            .tombstone(&gw)?
+            .unwrap_or(i64::MIN)
+            .max(command.deleted_at_ms);
         let mut applied = Applied::default();
+        let mut first = true;
         loop {
             let mut changes = Changes::default();
+            if std::mem::take(&mut first) {
+                changes
+                    .batch
+                    .insert(tombstone_key(&gw), &deleted_at.to_be_bytes()[..]);
+            }
             let mut n = 0;
             for item in self.tree.scan_prefix(row_prefix(&gw)).take(DELETE_CHUNK) {
                 let (key, value) = item?;
@@ -519,11 +552,13 @@ impl LogIndex {
         })
     }
 
-    /// Serialize every row (the only non-derived state) for a snapshot. Safe to run while
-    /// commands are applied: rows are visited in key order, each as of some recent moment.
+    /// Serialize every row and tombstone (the only non-derived state) for a snapshot. Safe to
+    /// run while commands are applied: keys are visited in order, each as of some recent moment.
     pub fn snapshot(&self) -> Result<Vec<u8>, IndexError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix([keys::ROW]) {
+        let rows = self.tree.scan_prefix([keys::ROW]);
+        let tombstones = self.tree.scan_prefix([keys::TOMBSTONE]);
+        for item in rows.chain(tombstones) {
             let (key, value) = item?;
             prost::encoding::encode_varint(key.len() as u64, &mut out);
             out.extend_from_slice(&key);
@@ -557,6 +592,10 @@ impl LogIndex {
             };
             let key = take(&mut buf)?;
             let value = take(&mut buf)?;
+            if key.first() == Some(&keys::TOMBSTONE) {
+                changes.batch.insert(key, value);
+                continue;
+            }
             let row = decode_row(&key, &value)?;
             let id = id_suffix(&key).ok_or_else(|| corrupt("row key too short"))?;
             changes.add_row(&gateway_key(&row.account_id, &row.gateway_id), id, &row);

@@ -7,6 +7,7 @@
 //! R | gw(8) | id(16)                          → LogRecord (prost)       one per log
 //! I | gw(8) | field(1) | len(2) value | id(16) → ()                     secondary index entry
 //! C | gw(8) | field(1) | len(2) value         → u64 count (big-endian)  counters per value
+//! T | gw(8)                                   → i64 ms (big-endian)     gateway deleted at
 //! ```
 //!
 //! `gw` is the first 8 bytes of SHA-256(account ‖ 0 ‖ gateway): fixed width, stable across
@@ -23,6 +24,9 @@ pub const ROW: u8 = b'R';
 pub const INDEX: u8 = b'I';
 /// Tag of counter keys.
 pub const COUNTER: u8 = b'C';
+/// Tag of gateway tombstones: when a gateway was deleted, so that logs of requests that were
+/// in flight at the time are not inserted afterwards.
+pub const TOMBSTONE: u8 = b'T';
 
 /// Width of the gateway prefix.
 pub const GW_LEN: usize = 8;
@@ -114,6 +118,14 @@ pub fn counter_key(gw: &GatewayKey, field: Field, value: &[u8]) -> Vec<u8> {
     k.extend_from_slice(gw);
     k.push(field as u8);
     push_value(&mut k, value);
+    k
+}
+
+/// `T | gw` — when the gateway was last deleted.
+pub fn tombstone_key(gw: &GatewayKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + GW_LEN);
+    k.push(TOMBSTONE);
+    k.extend_from_slice(gw);
     k
 }
 

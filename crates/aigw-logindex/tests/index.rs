@@ -429,6 +429,7 @@ fn deletes_remove_rows_indexes_and_counters_and_return_body_keys() {
             kind: Some(Kind::DeleteGateway(DeleteGateway {
                 account_id: "acct".into(),
                 gateway_id: "gw".into(),
+                deleted_at_ms: 1_700_000_000_100,
             })),
         })
         .unwrap();

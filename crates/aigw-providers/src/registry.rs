@@ -39,7 +39,11 @@ pub struct Provider {
 /// Built-in providers: slug, default base URL, wire format (DESIGN.md §2).
 const BUILTIN: &[(&str, &str, WireFormat)] = &[
     ("openai", "https://api.openai.com/v1", WireFormat::OpenAi),
-    ("anthropic", "https://api.anthropic.com", WireFormat::Anthropic),
+    (
+        "anthropic",
+        "https://api.anthropic.com",
+        WireFormat::Anthropic,
+    ),
     (
         "workers-ai",
         "https://api.cloudflare.com/client/v4/accounts/{account_id}/ai/run",
@@ -50,16 +54,32 @@ const BUILTIN: &[(&str, &str, WireFormat)] = &[
         "https://{path_segment}.openai.azure.com/openai/deployments",
         WireFormat::OpenAi,
     ),
-    ("google-ai-studio", "https://generativelanguage.googleapis.com", WireFormat::GoogleAiStudio),
+    (
+        "google-ai-studio",
+        "https://generativelanguage.googleapis.com",
+        WireFormat::GoogleAiStudio,
+    ),
     ("groq", "https://api.groq.com/openai/v1", WireFormat::OpenAi),
     ("mistral", "https://api.mistral.ai", WireFormat::OpenAi),
     ("cohere", "https://api.cohere.ai", WireFormat::Cohere),
     ("deepseek", "https://api.deepseek.com", WireFormat::OpenAi),
     ("grok", "https://api.x.ai", WireFormat::OpenAi),
-    ("perplexity-ai", "https://api.perplexity.ai", WireFormat::OpenAi),
-    ("openrouter", "https://openrouter.ai/api", WireFormat::OpenAi),
+    (
+        "perplexity-ai",
+        "https://api.perplexity.ai",
+        WireFormat::OpenAi,
+    ),
+    (
+        "openrouter",
+        "https://openrouter.ai/api",
+        WireFormat::OpenAi,
+    ),
     ("cerebras", "https://api.cerebras.ai", WireFormat::OpenAi),
-    ("huggingface", "https://api-inference.huggingface.co", WireFormat::OpenAi),
+    (
+        "huggingface",
+        "https://api-inference.huggingface.co",
+        WireFormat::OpenAi,
+    ),
     ("replicate", "https://api.replicate.com", WireFormat::Opaque),
 ];
 
@@ -207,7 +227,8 @@ impl Provider {
             base = base.replace("{path_segment}", segment);
             path = remainder;
         }
-        let mut url = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        let mut url =
+            String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         url.push_str(base.trim_end_matches('/'));
         url.push_str(path);
         if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -266,9 +287,16 @@ mod tests {
             .unwrap()
             .target("acct", "/chat/completions%2Fx", Some("a=1&b=%20"))
             .unwrap();
-        assert_eq!(t.url, "http://127.0.0.1:9/v1/chat/completions%2Fx?a=1&b=%20");
+        assert_eq!(
+            t.url,
+            "http://127.0.0.1:9/v1/chat/completions%2Fx?a=1&b=%20"
+        );
         assert_eq!(t.logged_path, "/chat/completions%2Fx");
-        let t = cat.get("custom-acme").unwrap().target("acct", "/v2/x", None).unwrap();
+        let t = cat
+            .get("custom-acme")
+            .unwrap()
+            .target("acct", "/v2/x", None)
+            .unwrap();
         assert_eq!(t.url, "https://llm.acme.test/api/v2/x");
     }
 
@@ -287,7 +315,11 @@ mod tests {
         let t = cat
             .get("azure-openai")
             .unwrap()
-            .target("a", "/myres/gpt4o/chat/completions", Some("api-version=2024-06-01"))
+            .target(
+                "a",
+                "/myres/gpt4o/chat/completions",
+                Some("api-version=2024-06-01"),
+            )
             .unwrap();
         assert_eq!(
             t.url,

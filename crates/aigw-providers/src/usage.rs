@@ -85,6 +85,53 @@ pub fn extract_usage(wire: WireFormat, path: &str, body: &[u8], streamed: bool) 
     }
 }
 
+/// Usage from the *end* of a response whose stored copy was cut at the size limit (usage comes
+/// last in most formats). An event-stream tail is read from its first complete line; a JSON
+/// tail is searched for the last `usage` / `usageMetadata` / `meta` object, which is then read
+/// as if it were the whole body.
+pub fn extract_usage_tail(wire: WireFormat, path: &str, tail: &[u8], streamed: bool) -> Usage {
+    if streamed {
+        let start = memchr::memchr(b'\n', tail).map_or(tail.len(), |i| i + 1);
+        return extract_usage(wire, path, &tail[start..], true);
+    }
+    for key in ["usage", "usageMetadata", "meta"] {
+        let quoted = format!("\"{key}\"");
+        let Some(pos) = memchr::memmem::rfind(tail, quoted.as_bytes()) else {
+            continue;
+        };
+        let after = &tail[pos + quoted.len()..];
+        let Some(start) = after
+            .iter()
+            .position(|b| !b.is_ascii_whitespace() && *b != b':')
+        else {
+            continue;
+        };
+        let mut values =
+            serde_json::Deserializer::from_slice(&after[start..]).into_iter::<serde_json::Value>();
+        let Some(Ok(value)) = values.next() else {
+            continue;
+        };
+        let mut body = serde_json::Map::new();
+        if wire == WireFormat::WorkersAi {
+            body.insert(
+                "result".to_owned(),
+                serde_json::json!({ key: value.clone() }),
+            );
+        }
+        body.insert(key.to_owned(), value);
+        let usage = extract_usage(
+            wire,
+            path,
+            serde_json::Value::Object(body).to_string().as_bytes(),
+            false,
+        );
+        if usage.tokens_in.is_some() || usage.tokens_out.is_some() {
+            return usage;
+        }
+    }
+    Usage::default()
+}
+
 /// The model a request asks for, from its JSON body or its path.
 ///
 /// - OpenAI-style, Anthropic, Cohere: the top-level string `model` of a JSON object body (bodies
@@ -1706,5 +1753,36 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
         assert!(!has_key(br#"{"text":"\"usage\": 1"}"#, &USAGE));
         assert!(has_key(br#"{"usage":null,"x":{"usage":{}}}"#, &USAGE));
         assert!(!has_key(br#"{"usage""#, &USAGE));
+    }
+
+    #[test]
+    fn usage_is_found_in_the_tail_of_a_cut_response() {
+        let openai_json = br#"lots of text","refusal":null}}],"usage":{"prompt_tokens":7,"completion_tokens":9000,"total_tokens":9007}}"#;
+        let u = extract_usage_tail(WireFormat::OpenAi, "/chat/completions", openai_json, false);
+        assert_eq!((u.tokens_in, u.tokens_out), (Some(7), Some(9000)));
+        let anthropic_json = br#"more text"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"output_tokens":10000}}"#;
+        let u = extract_usage_tail(WireFormat::Anthropic, "/v1/messages", anthropic_json, false);
+        assert_eq!((u.tokens_in, u.tokens_out), (Some(4), Some(10000)));
+        let workers = br#"ds"},"usage":{"prompt_tokens":3,"completion_tokens":44,"total_tokens":47}},"success":true,"errors":[]}"#;
+        let u = extract_usage_tail(WireFormat::WorkersAi, "/@cf/meta/llama", workers, false);
+        assert_eq!((u.tokens_in, u.tokens_out), (Some(3), Some(44)));
+        let google = br#"xt"}]}}],"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":77},"modelVersion":"g"}"#;
+        let u = extract_usage_tail(
+            WireFormat::GoogleAiStudio,
+            "/v1beta/models/g:generateContent",
+            google,
+            false,
+        );
+        assert_eq!((u.tokens_in, u.tokens_out), (Some(2), Some(77)));
+        let sse = b"tial line\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":123}}\n\ndata: [DONE]\n\n";
+        let u = extract_usage_tail(WireFormat::OpenAi, "/chat/completions", sse, true);
+        assert_eq!((u.tokens_in, u.tokens_out), (Some(5), Some(123)));
+        let anthropic_sse = b"ext\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":10000}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let u = extract_usage_tail(WireFormat::Anthropic, "/v1/messages", anthropic_sse, true);
+        assert_eq!(u.tokens_out, Some(10000));
+        assert_eq!(
+            extract_usage_tail(WireFormat::OpenAi, "/x", b"no usage here", false),
+            Usage::default()
+        );
     }
 }

@@ -106,6 +106,12 @@ impl ShardService {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn parse_id(bytes: &[u8]) -> Result<Ulid, Status> {
     aigw_proto::id_from_bytes(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
 }
@@ -190,6 +196,8 @@ impl Shard for ShardService {
             .try_collect()
             .await?;
         let applied = self.propose(Kind::Insert(Insert { rows })).await?;
+        // Logs of a gateway deleted while they were in flight are refused; so are their bodies.
+        self.delete_bodies(applied.deleted_body_keys).await;
         Ok(Response::new(IngestResponse {
             accepted: u32::try_from(applied.affected).unwrap_or(u32::MAX),
         }))
@@ -343,6 +351,7 @@ impl Shard for ShardService {
             .propose(Kind::DeleteGateway(DeleteGateway {
                 account_id: r.account_id,
                 gateway_id: r.gateway_id,
+                deleted_at_ms: now_ms(),
             }))
             .await?;
         self.delete_bodies(applied.deleted_body_keys).await;
