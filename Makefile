@@ -23,7 +23,7 @@ test-rust: venv
 
 ## Official openai / anthropic Python SDKs against aigw in front of the mock upstream.
 test-conformance: venv
-	$(CARGO) build --release --bin aigw --bin aigw-mock
+	$(CARGO) build --bin aigw --bin aigw-mock
 	$(PY) -m pytest -q tests/conformance
 
 venv: $(VENV)/.installed

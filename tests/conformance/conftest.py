@@ -4,8 +4,8 @@ anthropic for inference, cloudflare for the `/client/v4` management API).
 At the end of the session the gateway is stopped with SIGTERM and its whole data dir and console
 output are scanned: no credential the suite used may appear there in plaintext.
 
-Build the binaries first: `cargo build --release --bin aigw --bin aigw-mock` (or
-`make test-conformance`, which does everything).
+Build the binaries first: `cargo build --bin aigw --bin aigw-mock` (or `make test-conformance`,
+which does everything). `CONFORMANCE_BIN_DIR` selects another build (e.g. `target/release`).
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from harness import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-RELEASE = REPO / "target" / "release"
+BIN_DIR = Path(os.environ.get("CONFORMANCE_BIN_DIR", REPO / "target" / "debug"))
 
 
 def _binary(name: str) -> Path:
-    path = RELEASE / name
+    path = BIN_DIR / name
     if not path.is_file():
         pytest.fail(
-            f"{path} is missing; run `cargo build --release --bin aigw --bin aigw-mock` "
+            f"{path} is missing; run `cargo build --bin aigw --bin aigw-mock` "
             "(or `make test-conformance`)",
             pytrace=False,
         )
