@@ -174,9 +174,24 @@ fn decode_count(v: &[u8]) -> u64 {
 }
 
 /// Rows are stored without their id (it is in the key).
+/// Rows are stored without their id (it is in the key), and body keys that follow the
+/// [`body_key`] naming are stored as empty strings (re-derived on read): together they are a
+/// third of a typical row.
 fn encode_row(row: &LogRecord) -> Vec<u8> {
     let mut stored = row.clone();
     stored.id = Default::default();
+    if let Some(id) = parse_id(&row.id) {
+        for (slot, part) in [
+            (&mut stored.request_body_key, BodyPart::Request),
+            (&mut stored.response_body_key, BodyPart::Response),
+        ] {
+            if slot.as_deref()
+                == Some(body_key(&row.account_id, &row.gateway_id, id, part).as_str())
+            {
+                *slot = Some(String::new());
+            }
+        }
+    }
     stored.encode_to_vec()
 }
 
@@ -190,7 +205,34 @@ fn decode_row(key: &[u8], value: &[u8]) -> Result<LogRecord, IndexError> {
         reason: "key too short".into(),
     })?;
     row.id = id.to_bytes().to_vec().into();
+    for (slot, part) in [
+        (&mut row.request_body_key, BodyPart::Request),
+        (&mut row.response_body_key, BodyPart::Response),
+    ] {
+        if slot.as_deref() == Some("") {
+            *slot = Some(body_key(&row.account_id, &row.gateway_id, id, part));
+        }
+    }
     Ok(row)
+}
+
+/// Which body of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPart {
+    /// The request body.
+    Request,
+    /// The response body.
+    Response,
+}
+
+/// The object-store key of a log's body: `{account}/{gateway}/{id}.request|response`. Rows
+/// store only whether a body exists, so the naming is fixed here, next to the row encoding.
+pub fn body_key(account: &str, gateway: &str, id: Ulid, part: BodyPart) -> String {
+    let suffix = match part {
+        BodyPart::Request => "request",
+        BodyPart::Response => "response",
+    };
+    format!("{account}/{gateway}/{id}.{suffix}")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -565,3 +565,22 @@ fn invalid_queries_name_the_filter() {
         assert!(err.to_string().contains(needle), "{err} !~ {needle}");
     }
 }
+
+#[test]
+fn derived_body_keys_are_not_stored_but_read_back() {
+    use aigw_logindex::{BodyPart, body_key};
+    use prost::Message;
+    let (_dir, index) = open();
+    let mut r = row("acct", "gw", 1);
+    let id = Ulid::from_bytes(r.id.as_ref().try_into().unwrap());
+    r.request_body_key = Some(body_key("acct", "gw", id, BodyPart::Request));
+    r.response_body_key = Some(body_key("acct", "gw", id, BodyPart::Response));
+    insert(&index, vec![r.clone()]);
+    assert_eq!(index.get("acct", "gw", id).unwrap(), Some(r.clone()));
+    let stored = index.footprint().unwrap().row_bytes as usize;
+    let verbatim = r.encoded_len() - r.id.len() + 1 + 16 + 8;
+    assert!(
+        stored + 100 < verbatim,
+        "keys are derived, not stored: {stored} vs {verbatim}"
+    );
+}

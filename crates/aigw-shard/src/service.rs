@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use aigw_blob::{BlobError, BlobStore};
 use aigw_logindex::command::{Applied, Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
-use aigw_logindex::{CompiledQuery, IndexError, LogIndex};
+use aigw_logindex::{BodyPart, CompiledQuery, IndexError, LogIndex, body_key};
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{
     BodyKind, DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
@@ -91,13 +91,20 @@ impl ShardService {
                 "record without account_id or gateway_id",
             ));
         }
-        let base = format!("{}/{}/{id}", row.account_id, row.gateway_id);
-        for (body, kind, slot) in [
-            (entry.request_body, "request", &mut row.request_body_key),
-            (entry.response_body, "response", &mut row.response_body_key),
+        for (body, part, slot) in [
+            (
+                entry.request_body,
+                BodyPart::Request,
+                &mut row.request_body_key,
+            ),
+            (
+                entry.response_body,
+                BodyPart::Response,
+                &mut row.response_body_key,
+            ),
         ] {
             if let Some(body) = body {
-                let key = format!("{base}.{kind}");
+                let key = body_key(&row.account_id, &row.gateway_id, id, part);
                 self.blobs.put(&key, body).await.map_err(blob_status)?;
                 *slot = Some(key);
             }
