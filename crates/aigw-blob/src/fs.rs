@@ -95,7 +95,7 @@ impl BlobStore for FsBlobStore {
                 let body_len = body.len();
                 let result = run_blocking(&self.name, move || {
                     let stored = store.codec.encode(&body)?;
-                    write_atomic(&store.root, &owned_key, &stored)
+                    write_atomic(&store.root, &owned_key, &stored, Durability::Now)
                         .map_err(|reason| store.unavailable(reason))?;
                     Ok(stored.len())
                 })
@@ -110,6 +110,47 @@ impl BlobStore for FsBlobStore {
                     Err(error) => debug!(%error, "storing body failed"),
                 }
                 result.map(drop)
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Writes the batch without per-file fsyncs, on two blocking threads, then makes it durable
+    /// with one filesystem sync: group commit, so a batch of hundreds of bodies costs one sync.
+    fn put_many<'a>(&'a self, items: Vec<(String, Bytes)>) -> BlobFuture<'a, ()> {
+        let span = debug_span!("blob_put_many", store = %self.name, bodies = items.len());
+        Box::pin(
+            async move {
+                for (key, _) in &items {
+                    validate_key(key)?;
+                }
+                let started = Instant::now();
+                let half = items.len().div_ceil(2);
+                let mut items = items;
+                let second = items.split_off(half);
+                let write = |chunk: Vec<(String, Bytes)>| {
+                    let store = self.clone();
+                    run_blocking(&self.name, move || {
+                        for (key, body) in chunk {
+                            let stored = store.codec.encode(&body)?;
+                            write_atomic(&store.root, &key, &stored, Durability::Deferred)
+                                .map_err(|reason| store.unavailable(reason))?;
+                        }
+                        Ok(())
+                    })
+                };
+                let (a, b) = futures_util::future::join(write(items), write(second)).await;
+                a.and(b)?;
+                let store = self.clone();
+                run_blocking(&self.name, move || {
+                    sync_filesystem(&store.root).map_err(|reason| store.unavailable(reason))
+                })
+                .await?;
+                debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "stored bodies"
+                );
+                Ok(())
             }
             .instrument(span),
         )
@@ -210,7 +251,16 @@ fn is_missing(e: &io::Error) -> bool {
 
 /// Makes `data` the content of `root/key`, atomically and durably. Errors are reasons naming the
 /// path that failed.
-fn write_atomic(root: &Path, key: &str, data: &[u8]) -> Result<(), String> {
+/// When a write becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync the file and its directory before returning.
+    Now,
+    /// Leave it to one [`sync_filesystem`] for a whole batch.
+    Deferred,
+}
+
+fn write_atomic(root: &Path, key: &str, data: &[u8], durability: Durability) -> Result<(), String> {
     let path = root.join(key);
     let dir = path.parent().unwrap_or(root);
     ensure_dirs(root, key)?;
@@ -230,11 +280,38 @@ fn write_atomic(root: &Path, key: &str, data: &[u8]) -> Result<(), String> {
         .open(&temp.0)
         .map_err(context("create", &temp.0))?;
     file.write_all(data).map_err(context("write", &temp.0))?;
-    file.sync_all().map_err(context("fsync", &temp.0))?;
+    if durability == Durability::Now {
+        file.sync_all().map_err(context("fsync", &temp.0))?;
+    }
     drop(file);
     fs::rename(&temp.0, &path).map_err(context("rename into", &path))?;
     temp.disarm();
-    sync_dir(dir).map_err(context("fsync", dir))
+    if durability == Durability::Now {
+        sync_dir(dir).map_err(context("fsync", dir))?;
+    }
+    Ok(())
+}
+
+/// Make everything written on the filesystem holding `root` durable: one `syncfs(2)` instead
+/// of an fsync per file and directory. Elsewhere than Linux, a full `sync(2)`.
+fn sync_filesystem(root: &Path) -> Result<(), String> {
+    let dir = File::open(root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `dir` is an open descriptor for the duration of the call; syncfs only reads it.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(format!("cannot syncfs {}: {e}", root.display()));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        drop(dir);
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+    }
+    Ok(())
 }
 
 /// Creates the directories of `key` under `root`, each fsynced into its parent.

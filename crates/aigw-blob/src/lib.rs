@@ -27,6 +27,9 @@ pub use mem::MemBlobStore;
 /// The future returned by every [`BlobStore`] operation.
 pub type BlobFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BlobError>> + Send + 'a>>;
 
+/// Bodies written at once by the default [`BlobStore::put_many`].
+pub const PUT_MANY_CONCURRENCY: usize = 32;
+
 /// Where log bodies live, keyed by the object key kept in the log index row.
 ///
 /// Dyn-compatible: callers hold an `Arc<dyn BlobStore>`. Every implementation stores bodies in
@@ -35,6 +38,23 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Stores `body` (compressed) under `key`, replacing any body already there. When this
     /// returns `Ok`, the body is durable as far as the store can promise.
     fn put<'a>(&'a self, key: &'a str, body: Bytes) -> BlobFuture<'a, ()>;
+
+    /// Stores several bodies; durable when the future resolves (or none are promised to be,
+    /// on error). An invalid key fails the batch before anything is written. Stores that can make a whole batch durable at once override this; the default
+    /// stores the bodies a few at a time with [`put`](Self::put).
+    fn put_many<'a>(&'a self, items: Vec<(String, Bytes)>) -> BlobFuture<'a, ()> {
+        use futures_util::{StreamExt, TryStreamExt};
+        Box::pin(async move {
+            for (key, _) in &items {
+                validate_key(key)?;
+            }
+            futures_util::stream::iter(items)
+                .map(|(key, body)| async move { self.put(&key, body).await })
+                .buffer_unordered(PUT_MANY_CONCURRENCY)
+                .try_collect::<()>()
+                .await
+        })
+    }
 
     /// Returns the (decompressed) body stored under `key`, or [`BlobError::NotFound`].
     fn get<'a>(&'a self, key: &'a str) -> BlobFuture<'a, Bytes>;

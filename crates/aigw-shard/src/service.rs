@@ -14,15 +14,12 @@ use aigw_proto::shard::{
 };
 use aigw_raft::{GroupHandle, ReadError, WriteError};
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
 use crate::LEADER_METADATA;
 
-/// Bodies written to the blob store at once per ingest call.
-const BODY_PUT_CONCURRENCY: usize = 64;
 /// Ids per replicated delete command, so entries stay small.
 const DELETE_IDS_PER_COMMAND: usize = 10_000;
 
@@ -80,8 +77,9 @@ impl ShardService {
         }
     }
 
-    /// Store an entry's bodies and return its row with their keys.
-    async fn store_bodies(&self, entry: IngestEntry) -> Result<LogRecord, Status> {
+    /// The row of an entry, with the object keys its bodies will be stored under, and those
+    /// bodies.
+    fn prepare(entry: IngestEntry, bodies: &mut Vec<(String, Bytes)>) -> Result<LogRecord, Status> {
         let mut row = entry
             .record
             .ok_or_else(|| Status::invalid_argument("ingest entry without a record"))?;
@@ -105,7 +103,7 @@ impl ShardService {
         ] {
             if let Some(body) = body {
                 let key = body_key(&row.account_id, &row.gateway_id, id, part);
-                self.blobs.put(&key, body).await.map_err(blob_status)?;
+                bodies.push((key.clone(), body));
                 *slot = Some(key);
             }
         }
@@ -197,11 +195,14 @@ impl Shard for ShardService {
                 leader,
             ));
         }
-        let rows: Vec<LogRecord> = futures_util::stream::iter(request.into_inner().entries)
-            .map(|entry| self.store_bodies(entry))
-            .buffered(BODY_PUT_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let entries = request.into_inner().entries;
+        let mut bodies = Vec::with_capacity(entries.len() * 2);
+        let rows = entries
+            .into_iter()
+            .map(|entry| Self::prepare(entry, &mut bodies))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Every body is durable before the rows that point to it are proposed.
+        self.blobs.put_many(bodies).await.map_err(blob_status)?;
         let applied = self.propose(Kind::Insert(Insert { rows })).await?;
         // Logs of a gateway deleted while they were in flight are refused; so are their bodies.
         self.delete_bodies(applied.deleted_body_keys).await;
