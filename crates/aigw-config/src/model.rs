@@ -21,6 +21,8 @@ pub struct Config {
     pub api_tokens: Vec<ApiToken>,
     /// This node's id in its Raft groups (unique in a cluster).
     pub node_id: u64,
+    /// Memory sled may use to cache the index and Raft logs of this process.
+    pub index_cache_bytes: u64,
     /// Per-provider overrides, keyed by slug (`openai`, `custom-acme`, ...).
     pub providers: BTreeMap<String, ProviderConfig>,
     /// How the edge talks to upstreams.
@@ -40,6 +42,7 @@ impl Default for Config {
             admin_token: None,
             api_tokens: Vec::new(),
             node_id: 1,
+            index_cache_bytes: 256 * 1024 * 1024,
             providers: BTreeMap::new(),
             proxy: ProxyConfig::default(),
             log_queue: LogQueueConfig::default(),

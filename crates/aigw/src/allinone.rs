@@ -101,7 +101,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let db = sled::open(config.data_dir.join("index"))
+    let db = sled::Config::new()
+        .path(config.data_dir.join("index"))
+        .cache_capacity(config.index_cache_bytes)
+        .open()
         .with_context(|| format!("cannot open the index in {}", config.data_dir.display()))?;
     let blobs = open_blobs(&config).await?;
 
