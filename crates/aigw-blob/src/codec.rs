@@ -180,6 +180,8 @@ pub fn decode(key: &str, stored: &[u8]) -> Result<Bytes, BlobError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::io::Write;
+
     use super::*;
 
     /// Bytes that zstd cannot shrink much (a xorshift stream).
