@@ -1488,7 +1488,7 @@ impl Report {
             settings.rounds,
             settings.runtime_description()
         );
-        println!("   (load average at the end: {})", load_average());
+        println!("   (load average at the end: {})", procfs::load_average());
         println!("{:<62} {:<38} {:<12} mark", "figure", "value", "target");
         for f in &figures {
             let mark = match (f.pass, f.tainted) {
@@ -1523,19 +1523,6 @@ impl Report {
         }
         error_total
     }
-}
-
-/// `/proc/loadavg`'s 1/5/15-minute averages, to show how busy the shared machine was.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-    )
 }
 
 #[cfg(test)]

@@ -1709,7 +1709,7 @@ impl Report {
             "   (data in {}{}; load average at the end: {})",
             self.data_dir,
             if self.tmpfs { ", ON TMPFS" } else { "" },
-            load_average()
+            procfs::load_average()
         );
         println!("{:<62} {:<44} {:<12} mark", "figure", "value", "target");
         for f in &figures {
@@ -1733,19 +1733,6 @@ impl Report {
             }
         }
     }
-}
-
-/// `/proc/loadavg`'s 1/5/15-minute averages, to show how busy the shared machine was.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-    )
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aigw_proto::admin::gateways_server::Gateways;
 use aigw_proto::admin::{
-    CreateGatewayRequest, Gateway, GatewayRef, ListGatewaysRequest, ListGatewaysResponse,
-    UpdateGatewayRequest,
+    CreateGatewayRequest, Gateway, GatewayRef, GatewaySettings, ListGatewaysRequest,
+    ListGatewaysResponse, UpdateGatewayRequest,
 };
 use aigw_raft::{GroupHandle, ReadError, WriteError};
 use prost::Message;
@@ -27,6 +27,18 @@ const MAX_PER_PAGE: u32 = 100;
 pub struct GatewaysService {
     registry: GatewayRegistry,
     group: GroupHandle,
+}
+
+/// A gateway as first stored, created and modified now.
+fn new_gateway(account_id: String, id: String, settings: GatewaySettings) -> Gateway {
+    let now = now_ms();
+    Gateway {
+        account_id,
+        id,
+        settings: Some(settings),
+        created_at_ms: now,
+        modified_at_ms: now,
+    }
 }
 
 fn now_ms() -> i64 {
@@ -95,15 +107,12 @@ impl GatewaysService {
         if self.registry.get(account, DEFAULT_GATEWAY).is_some() {
             return Ok(());
         }
-        let now = now_ms();
         self.propose(Kind::Create(CreateGateway {
-            gateway: Some(Gateway {
-                account_id: account.to_owned(),
-                id: DEFAULT_GATEWAY.to_owned(),
-                settings: Some(default_settings()),
-                created_at_ms: now,
-                modified_at_ms: now,
-            }),
+            gateway: Some(new_gateway(
+                account.to_owned(),
+                DEFAULT_GATEWAY.to_owned(),
+                default_settings(),
+            )),
         }))
         .await
         .map(|_| ())
@@ -138,16 +147,13 @@ impl Gateways for GatewaysService {
         let r = request.into_inner();
         validate_id("account id", &r.account_id, false)?;
         validate_id("gateway id", &r.id, true)?;
-        let now = now_ms();
         let applied = self
             .propose(Kind::Create(CreateGateway {
-                gateway: Some(Gateway {
-                    account_id: r.account_id.clone(),
-                    id: r.id.clone(),
-                    settings: Some(r.settings.unwrap_or_else(default_settings)),
-                    created_at_ms: now,
-                    modified_at_ms: now,
-                }),
+                gateway: Some(new_gateway(
+                    r.account_id.clone(),
+                    r.id.clone(),
+                    r.settings.unwrap_or_else(default_settings),
+                )),
             }))
             .await?;
         if outcome(&applied) == Outcome::AlreadyExists {
@@ -209,16 +215,13 @@ impl Gateways for GatewaysService {
     ) -> Result<Response<Gateway>, Status> {
         let r = request.into_inner();
         self.materialize_if_default(&r.account_id, &r.id).await?;
-        let now = now_ms();
         let applied = self
             .propose(Kind::Update(UpdateGateway {
-                gateway: Some(Gateway {
-                    account_id: r.account_id.clone(),
-                    id: r.id.clone(),
-                    settings: Some(r.settings.unwrap_or_else(default_settings)),
-                    created_at_ms: now,
-                    modified_at_ms: now,
-                }),
+                gateway: Some(new_gateway(
+                    r.account_id.clone(),
+                    r.id.clone(),
+                    r.settings.unwrap_or_else(default_settings),
+                )),
             }))
             .await?;
         match (outcome(&applied), applied.gateway) {
