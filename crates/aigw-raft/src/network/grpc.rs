@@ -352,38 +352,51 @@ fn encode_reply<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
     codec::encode(value).map_err(|e| Status::internal(format!("raft reply: {e}")))
 }
 
+impl RaftServiceImpl {
+    /// Decode one incoming RPC for its group, run it on that group's `Raft`, encode the reply;
+    /// in a span naming the RPC and the group.
+    async fn serve<Req, Resp, E, F, Fut>(
+        &self,
+        rpc: &'static str,
+        request: Request<RaftRequest>,
+        call: F,
+    ) -> Result<Response<RaftReply>, Status>
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: Serialize + std::error::Error,
+        F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, RaftError<NodeId, E>>>,
+    {
+        let RaftRequest { group_id, payload } = request.into_inner();
+        async move {
+            let raft = self.raft(group_id)?;
+            let rpc: Req = decode_payload(&payload)?;
+            reply(call(raft, rpc).await)
+        }
+        .instrument(tracing::debug_span!("raft_rpc_in", rpc, group = group_id))
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftServiceImpl {
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let RaftRequest { group_id, payload } = request.into_inner();
-        async move {
-            let raft = self.raft(group_id)?;
-            let rpc: AppendEntriesRequest<TypeConfig> = decode_payload(&payload)?;
-            reply(raft.append_entries(rpc).await)
-        }
-        .instrument(tracing::debug_span!(
-            "raft_rpc_in",
-            rpc = "append_entries",
-            group = group_id
-        ))
+        self.serve("append_entries", request, |raft, rpc: AppendEntriesRequest<TypeConfig>| async move {
+            raft.append_entries(rpc).await
+        })
         .await
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let RaftRequest { group_id, payload } = request.into_inner();
-        async move {
-            let raft = self.raft(group_id)?;
-            let rpc: VoteRequest<NodeId> = decode_payload(&payload)?;
-            reply(raft.vote(rpc).await)
-        }
-        .instrument(tracing::debug_span!(
-            "raft_rpc_in",
-            rpc = "vote",
-            group = group_id
-        ))
+        self.serve(
+            "vote",
+            request,
+            |raft, rpc: VoteRequest<NodeId>| async move { raft.vote(rpc).await },
+        )
         .await
     }
 
@@ -391,17 +404,13 @@ impl RaftService for RaftServiceImpl {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let RaftRequest { group_id, payload } = request.into_inner();
-        async move {
-            let raft = self.raft(group_id)?;
-            let rpc: InstallSnapshotRequest<TypeConfig> = decode_payload(&payload)?;
-            reply(raft.install_snapshot(rpc).await)
-        }
-        .instrument(tracing::debug_span!(
-            "raft_rpc_in",
-            rpc = "install_snapshot",
-            group = group_id
-        ))
+        self.serve(
+            "install_snapshot",
+            request,
+            |raft, rpc: InstallSnapshotRequest<TypeConfig>| async move {
+                raft.install_snapshot(rpc).await
+            },
+        )
         .await
     }
 }
