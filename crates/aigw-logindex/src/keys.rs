@@ -4,14 +4,14 @@
 //! atomic batch. Keys start with a tag byte:
 //!
 //! ```text
-//! R | gw(8) | id(16)                          → LogRecord (prost)       one per log
-//! I | gw(8) | field(1) | len(2) value | id(16) → ()                     secondary index entry
-//! C | gw(8) | field(1) | len(2) value         → u64 count (big-endian)  counters per value
-//! T | gw(8)                                   → i64 ms (big-endian)     gateway deleted at
+//! R | gw(8) | id(16)                        → LogRecord (prost)       one per log
+//! I | gw(8) | field(1) | len value | id(16) → ()                      secondary index entry
+//! C | gw(8) | field(1) | len value          → u64 count (big-endian)  counters per value
+//! T | gw(8)                                 → i64 ms (big-endian)     gateway deleted at
 //! ```
 //!
-//! `gw` is the first 8 bytes of SHA-256(account ‖ 0 ‖ gateway): fixed width, stable across
-//! versions and platforms, and not forgeable by a tenant aiming at another's prefix. Rows still
+//! `len` is the value's length as a varint (one byte below 128). `gw` is the first 8 bytes of
+//! SHA-256(account ‖ 0 ‖ gateway): fixed width, stable across versions and platforms, and not forgeable by a tenant aiming at another's prefix. Rows still
 //! carry their account and gateway and every read checks them, so a collision could never leak
 //! data. Ids are ULIDs in big-endian bytes, so within a prefix keys sort by creation time.
 
@@ -87,10 +87,12 @@ pub fn row_key(gw: &GatewayKey, id: Ulid) -> Vec<u8> {
     k
 }
 
+/// Append `value` with a varint length first (one byte for the usual short values), which keeps
+/// every value's prefix distinct from every other's.
 fn push_value(k: &mut Vec<u8>, value: &[u8]) {
     // Values longer than u16::MAX are cut: they still index (by prefix) and rows are re-checked.
     let len = value.len().min(usize::from(u16::MAX));
-    k.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+    prost::encoding::encode_varint(len as u64, k);
     k.extend_from_slice(&value[..len]);
 }
 
