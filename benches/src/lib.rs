@@ -7,5 +7,6 @@
 //! - [`stats`] — latency samples and nearest-rank percentiles;
 //! - [`procfs`] — per-process CPU time and memory from Linux `/proc`, and the open-files limit.
 
+pub mod env;
 pub mod procfs;
 pub mod stats;

@@ -77,11 +77,11 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use aigw_benches::env::env_or;
 use aigw_benches::procfs::{self, Pid};
 use aigw_benches::stats::{Latencies, delta_ms, fmt_ms};
 use anyhow::{Context, Result, anyhow, bail};
@@ -219,21 +219,6 @@ impl Settings {
         } else {
             format!("multi-thread runtime, {} workers", self.client_threads)
         }
-    }
-}
-
-/// `name` parsed from the environment, or `default` when unset or empty.
-fn env_or<T>(name: &str, default: T) -> Result<T>
-where
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value
-            .trim()
-            .parse()
-            .map_err(|e| anyhow!("{name}={value:?} is not valid: {e}")),
-        _ => Ok(default),
     }
 }
 

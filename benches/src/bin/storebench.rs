@@ -55,10 +55,10 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use aigw_benches::env::env_or;
 use aigw_benches::procfs::{self, Pid};
 use aigw_benches::stats::{Latencies, fmt_ms};
 use aigw_blob::{BlobStore, FsBlobStore};
@@ -297,22 +297,6 @@ impl Settings {
             );
         }
         Ok(settings)
-    }
-}
-
-/// `name` parsed from the environment, or `default` when unset or empty.
-fn env_or<T>(name: &str, default: T) -> Result<T>
-where
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value
-            .trim()
-            .replace('_', "")
-            .parse()
-            .map_err(|e| anyhow!("{name}={value:?} is not valid: {e}")),
-        _ => Ok(default),
     }
 }
 

@@ -1,13 +1,12 @@
 //! `aigw.admin.v1.Gateways` on the account-manager group.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use aigw_proto::admin::gateways_server::Gateways;
 use aigw_proto::admin::{
     CreateGatewayRequest, Gateway, GatewayRef, GatewaySettings, ListGatewaysRequest,
     ListGatewaysResponse, UpdateGatewayRequest,
 };
 use aigw_raft::{GroupHandle, ReadError, WriteError};
+use aigw_types::unix_now_ms;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -31,7 +30,7 @@ pub struct GatewaysService {
 
 /// A gateway as first stored, created and modified now.
 fn new_gateway(account_id: String, id: String, settings: GatewaySettings) -> Gateway {
-    let now = now_ms();
+    let now = unix_now_ms();
     Gateway {
         account_id,
         id,
@@ -39,12 +38,6 @@ fn new_gateway(account_id: String, id: String, settings: GatewaySettings) -> Gat
         created_at_ms: now,
         modified_at_ms: now,
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Check an account or gateway id; gateway ids are lower-case like Cloudflare's.

@@ -13,6 +13,7 @@ use aigw_proto::shard::{
     UpdateLogResponse,
 };
 use aigw_raft::{GroupHandle, ReadError, WriteError};
+use aigw_types::unix_now_ms;
 use bytes::Bytes;
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -109,12 +110,6 @@ impl ShardService {
         }
         Ok(row)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn parse_id(bytes: &[u8]) -> Result<Ulid, Status> {
@@ -359,7 +354,7 @@ impl Shard for ShardService {
             .propose(Kind::DeleteGateway(DeleteGateway {
                 account_id: r.account_id,
                 gateway_id: r.gateway_id,
-                deleted_at_ms: now_ms(),
+                deleted_at_ms: unix_now_ms(),
             }))
             .await?;
         self.delete_bodies(applied.deleted_body_keys).await;

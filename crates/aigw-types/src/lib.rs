@@ -10,4 +10,4 @@ mod error;
 mod log;
 
 pub use error::{ErrorCode, ErrorEnvelope, ErrorItem};
-pub use log::{LogRecord, Metadata, MetadataValue, RequestOutcome};
+pub use log::{LogRecord, Metadata, MetadataValue, RequestOutcome, unix_now_ms};

@@ -18,6 +18,13 @@ pub enum MetadataValue {
 /// User-supplied key/value metadata attached to a log (at most five entries).
 pub type Metadata = BTreeMap<String, MetadataValue>;
 
+/// Milliseconds since the Unix epoch now: the clock every `*_ms` timestamp is read from.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// How the exchange with the upstream ended, seen from the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
