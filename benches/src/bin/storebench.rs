@@ -30,7 +30,7 @@
 //! 4. **Get by id** — `STORE_BENCH_GETS` (10,000) random ids → p50/p99 (target ≤ 1 ms).
 //! 5. **Footprint** — `LogIndex::footprint()` (logical bytes of keys + values: rows, secondary
 //!    indexes, counters; bodies excluded) per log, measured after phase 1 (every row carries its
-//!    two body keys) and at the full size (most rows without body keys) — target ≤ 400 B/log.
+//!    body location) and at the full size (most rows without body keys) — target ≤ 400 B/log.
 //!    For information: the sled directory on disk per row (it also holds the Raft log, which
 //!    keeps every entry since no snapshot is due yet, and sled's own overhead) and the blob
 //!    directory per ingested log.
@@ -47,7 +47,7 @@
 //!
 //! Besides the targets, the table shows process CPU per log for both ingestion runs (from
 //! `/proc/self/stat`: it tells CPU-bound from waiting on fsync), where the bytes of one row
-//! value go (body keys, account and gateway ids), the logical size of each large sled tree, and
+//! value go (body location, account and gateway ids), the logical size of each large sled tree, and
 //! the zstd ratio of the bodies. List and get latencies are measured one call at a time on an
 //! otherwise idle store.
 
@@ -61,7 +61,8 @@ use std::time::{Duration, Instant};
 use aigw_benches::env::env_or;
 use aigw_benches::procfs::{self, Pid};
 use aigw_benches::stats::{Latencies, fmt_ms};
-use aigw_blob::{BlobStore, FsBlobStore};
+use aigw_blob::pack::PackWriter;
+use aigw_blob::{BlobStore, Codec, FsBlobStore};
 use aigw_logindex::command::{Command, Insert, kind::Kind as CommandKind};
 use aigw_logindex::{Footprint, LogIndex};
 use aigw_proto::shard::shard_server::Shard;
@@ -95,8 +96,6 @@ const BODY_TARGET: usize = 2048;
 /// Distinct bodies generated per model and kind; entries share them (each body is compressed
 /// and stored on its own, so sharing does not make compression easier).
 const BODIES_PER_MODEL: usize = 64;
-/// Concurrent body writes inside one `ingest` call (`aigw_shard`'s `BODY_PUT_CONCURRENCY`).
-const SHARD_BODY_CONCURRENCY: usize = 64;
 
 /// The models logs are drawn from (uniformly), with their provider and upstream path.
 const MODELS: [(&str, &str, &str); 10] = [
@@ -935,12 +934,12 @@ async fn get(
 }
 
 /// Where the bytes of one stored row value go (from one row read back after phase 1): the
-/// encoded row (as the index stores it, id excluded), its two body keys, its account and
-/// gateway ids (also hashed into every key's prefix).
+/// encoded row as read back (id excluded), its body location, its account and gateway ids
+/// (which the index does not store in rows: they are named once per gateway).
 #[derive(Clone, Copy, Debug, Default)]
 struct RowParts {
     value: usize,
-    body_keys: usize,
+    body_location: usize,
     account_gateway: usize,
 }
 
@@ -964,15 +963,14 @@ async fn row_parts(shard: &ShardService, generator: &Mutex<Generator>) -> Result
     row.id = Bytes::new();
     let value = row.encoded_len();
     let mut bare = row.clone();
-    bare.request_body_key = None;
-    bare.response_body_key = None;
-    let body_keys = value - bare.encoded_len();
+    bare.bodies = None;
+    let body_location = value - bare.encoded_len();
     bare = row.clone();
     bare.account_id.clear();
     bare.gateway_id.clear();
     Ok(RowParts {
         value,
-        body_keys,
+        body_location,
         account_gateway: value - bare.encoded_len(),
     })
 }
@@ -1032,22 +1030,34 @@ fn on_tmpfs(path: &Path) -> bool {
     rc == 0 && kind == TMPFS_MAGIC
 }
 
-/// Diagnostic: the blob store alone, `puts` bodies at `concurrency` at once.
-async fn diag_blob_puts(
+/// Diagnostic: the body path alone — framing `logs` logs' two bodies into packs of `batch`
+/// logs (zstd), and storing the packs in an `FsBlobStore`, `concurrency` at once → logs/s.
+async fn diag_packs(
     dir: &Path,
     bodies: &[Bytes],
-    puts: usize,
+    logs: usize,
+    batch: usize,
     concurrency: usize,
 ) -> Result<f64> {
     let store = Arc::new(FsBlobStore::open(dir.to_path_buf())?);
+    let bodies: Arc<[Bytes]> = bodies.into();
     let started = Instant::now();
-    let results: Vec<_> = futures_util::stream::iter(0..puts)
-        .map(|i| {
+    let results: Vec<_> = futures_util::stream::iter(0..logs.div_ceil(batch))
+        .map(|b| {
             let store = Arc::clone(&store);
-            let body = bodies[i % bodies.len()].clone();
+            let bodies = Arc::clone(&bodies);
             async move {
-                let key = format!("{ACCOUNT}/{GATEWAY}/{}.request", Ulid::new());
-                store.put(&key, body).await
+                let pack = tokio::task::spawn_blocking(move || {
+                    let mut writer = PackWriter::new(Codec::default());
+                    for i in 0..batch * 2 {
+                        writer.push(&bodies[(b * batch * 2 + i) % bodies.len()])?;
+                    }
+                    Ok::<_, aigw_blob::BlobError>(writer.finish())
+                })
+                .await??;
+                let key = format!("{ACCOUNT}/{GATEWAY}/{b:016x}.pack");
+                store.put(&key, pack).await?;
+                anyhow::Ok(())
             }
         })
         .buffer_unordered(concurrency)
@@ -1055,9 +1065,9 @@ async fn diag_blob_puts(
         .await;
     let wall = started.elapsed();
     for r in results {
-        r.context("diagnostic blob put failed")?;
+        r.context("diagnostic pack put failed")?;
     }
-    Ok(puts as f64 / wall.as_secs_f64().max(1e-9))
+    Ok(logs as f64 / wall.as_secs_f64().max(1e-9))
 }
 
 /// Diagnostic: `LogIndex::apply` of insert commands on a fresh sled database, no Raft, no
@@ -1337,11 +1347,12 @@ async fn bench(settings: &Settings) -> Result<Report> {
             let g = generator.lock().unwrap_or_else(PoisonError::into_inner);
             g.bodies.requests.iter().flatten().cloned().collect()
         };
-        let puts = diag_blob_puts(
+        let puts = diag_packs(
             &tmp.path().join("diag-blobs"),
             &bodies,
-            8192,
-            settings.concurrency * SHARD_BODY_CONCURRENCY,
+            50_000,
+            settings.batch,
+            settings.concurrency,
         )
         .await?;
         note!(bench_started, "diagnostics: index apply…");
@@ -1594,10 +1605,10 @@ impl Report {
         ));
         let parts = self.row_parts;
         figures.push(Figure::info(
-            "  one row value: all / body keys / account+gateway ids",
+            "  one row (as read): all / body location / account+gateway ids (not stored)",
             format!(
                 "{} / {} / {} B",
-                parts.value, parts.body_keys, parts.account_gateway
+                parts.value, parts.body_location, parts.account_gateway
             ),
         ));
         let f = self.footprint;
@@ -1658,13 +1669,13 @@ impl Report {
         ));
 
         // Diagnostics.
-        if let Some(puts) = self.diag_puts_per_sec {
+        if let Some(logs) = self.diag_puts_per_sec {
             figures.push(Figure::info(
                 format!(
-                    "diag: FsBlobStore::put alone, {} at once",
-                    settings.concurrency * SHARD_BODY_CONCURRENCY
+                    "diag: bodies alone (pack {} logs + FsBlobStore::put), {} at once",
+                    settings.batch, settings.concurrency
                 ),
-                format!("{puts:.0} bodies/s = {:.0} logs/s", puts / 2.0),
+                format!("{logs:.0} logs/s"),
             ));
         }
         if let Some((rows_s, flush_ms)) = self.diag_apply {

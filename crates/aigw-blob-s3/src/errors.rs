@@ -13,6 +13,7 @@ use crate::{ATTEMPT_TIMEOUT, OPERATION_TIMEOUT, S3BlobStore};
 pub(crate) enum Op {
     Put,
     Get,
+    Head,
     Delete,
     HeadBucket,
     CreateBucket,
@@ -23,6 +24,7 @@ impl Op {
         match self {
             Op::Put => "PutObject",
             Op::Get => "GetObject",
+            Op::Head => "HeadObject",
             Op::Delete => "DeleteObjects",
             Op::HeadBucket => "HeadBucket",
             Op::CreateBucket => "CreateBucket",
@@ -31,8 +33,9 @@ impl Op {
 }
 
 /// Maps a failed `op` (on blob `key`, if it concerns one) to a [`BlobError`]: a missing key on
-/// `GetObject` is [`BlobError::NotFound`], everything else [`BlobError::Unavailable`] naming the
-/// endpoint, operation and object.
+/// `GetObject` or `HeadObject` is [`BlobError::NotFound`], everything else
+/// [`BlobError::Unavailable`] naming the endpoint, operation and object. (A `HeadObject` answer
+/// has no body, so a missing bucket is indistinguishable from a missing key there.)
 pub(crate) fn map<E>(store: &S3BlobStore, op: Op, key: Option<&str>, err: SdkError<E>) -> BlobError
 where
     E: ProvideErrorMetadata + Error + 'static,
@@ -47,7 +50,7 @@ where
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let code = service.err().code();
-            if let (Op::Get, Some(key)) = (op, key)
+            if let (Op::Get | Op::Head, Some(key)) = (op, key)
                 && (code == Some("NoSuchKey") || (status == 404 && code != Some("NoSuchBucket")))
             {
                 return BlobError::NotFound {
@@ -92,6 +95,23 @@ where
         store: store.name.clone(),
         reason,
     }
+}
+
+/// Whether a ranged `GetObject` failed because the range starts at or past the object's end
+/// (HTTP 416, `InvalidRange`).
+pub(crate) fn is_invalid_range<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    match err {
+        SdkError::ServiceError(service) => {
+            service.raw().status().as_u16() == 416 || service.err().code() == Some("InvalidRange")
+        }
+        _ => false,
+    }
+}
+
+/// The object's total length from a `Content-Range` header (`bytes 0-9/10`); `None` when the
+/// server does not know it (`*`) or the header is malformed.
+pub(crate) fn content_range_total(content_range: &str) -> Option<u64> {
+    content_range.rsplit_once('/')?.1.trim().parse().ok()
 }
 
 /// Whether `HeadBucket` failed because the bucket does not exist.
@@ -191,6 +211,18 @@ mod tests {
         fn source(&self) -> Option<&(dyn Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    #[test]
+    fn content_range_totals() {
+        assert_eq!(content_range_total("bytes 0-9/10"), Some(10));
+        assert_eq!(
+            content_range_total("bytes 5-9/1234567890123"),
+            Some(1_234_567_890_123)
+        );
+        assert_eq!(content_range_total("bytes */42"), Some(42));
+        assert_eq!(content_range_total("bytes 0-9/*"), None);
+        assert_eq!(content_range_total("garbage"), None);
     }
 
     #[test]

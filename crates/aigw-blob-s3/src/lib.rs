@@ -3,14 +3,24 @@
 //! This crate owns [`S3BlobStore`], the S3 implementation of [`aigw_blob::BlobStore`]: client
 //! set-up (rustls on ring, explicit region, optional custom endpoint and static credentials,
 //! bounded timeouts and retries), the mapping of SDK failures onto [`BlobError`], and bucket
-//! creation at start-up. It is the only aigw crate that links `aws-sdk-s3`; bodies are stored in
-//! the `aigw_blob::codec` format, so an object written here reads back through any other store.
+//! creation at start-up. It is the only aigw crate that links `aws-sdk-s3`.
+//!
+//! Like every store it holds opaque objects, byte for byte: bodies are framed into pack objects
+//! by `aigw_blob::pack`, above the store, so a pack written here reads back through any other
+//! store. Ranged reads are `GetObject` with a `Range` header. S3 cannot change part of an
+//! object, so [`erase`](BlobStore::erase) is a read-modify-write: the whole object is read, the
+//! ranges zeroed and the object put back. Erases of one object are serialized within the
+//! process, so two of them never undo each other; two *processes* erasing the same object at
+//! once could still race (the later put would restore ranges the earlier one erased), which
+//! aigw avoids by erasing only on the shard leader, one at a time.
 
 mod errors;
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use aigw_blob::{BlobError, BlobFuture, BlobStore, Codec, validate_key};
+use aigw_blob::{BlobError, BlobFuture, BlobStore, ByteRange, validate_key};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -23,6 +33,7 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use bytes::Bytes;
+use tokio::sync::Mutex;
 use tracing::{Instrument, debug, debug_span};
 
 use crate::errors::Op;
@@ -40,6 +51,22 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Keys per `DeleteObjects` request: the S3 maximum.
 pub const DELETE_BATCH: usize = 1000;
+/// Locks that serialize erases of one object within the process (see [`erase_lock`]).
+const ERASE_STRIPES: usize = 64;
+
+/// Shared by every store of the process, so that even two stores on one bucket serialize their
+/// erases of an object. A few dozen mutexes bound the memory whatever the number of keys; two
+/// keys on one stripe merely wait for each other.
+static ERASE_LOCKS: LazyLock<Vec<Mutex<()>>> =
+    LazyLock::new(|| (0..ERASE_STRIPES).map(|_| Mutex::new(())).collect());
+
+/// The lock guarding read-modify-writes of object `object_key` in `bucket`.
+fn erase_lock(bucket: &str, object_key: &str) -> &'static Mutex<()> {
+    let mut hasher = DefaultHasher::new();
+    (bucket, object_key).hash(&mut hasher);
+    // The remainder is below ERASE_STRIPES, so it fits in usize.
+    &ERASE_LOCKS[(hasher.finish() % ERASE_STRIPES as u64) as usize]
+}
 
 /// How to reach the bucket. Mirrors the `s3` fields of aigw's `[blob]` configuration, where an
 /// empty `endpoint`, `access_key_id` or `secret_access_key` is `None` here.
@@ -84,7 +111,7 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
-/// A [`BlobStore`] keeping each body as an object `prefix/key` in one bucket.
+/// A [`BlobStore`] keeping each blob as an object `prefix/key` in one bucket.
 ///
 /// Cheap to clone (the SDK client is shared).
 #[derive(Clone)]
@@ -98,7 +125,6 @@ pub struct S3BlobStore {
     endpoint: String,
     /// `s3://bucket[/prefix]`.
     name: String,
-    codec: Codec,
 }
 
 impl std::fmt::Debug for S3BlobStore {
@@ -108,7 +134,6 @@ impl std::fmt::Debug for S3BlobStore {
             .field("name", &self.name)
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
-            .field("codec", &self.codec)
             .finish_non_exhaustive()
     }
 }
@@ -204,14 +229,7 @@ impl S3BlobStore {
             region: settings.region,
             endpoint,
             name,
-            codec: Codec::default(),
         })
-    }
-
-    /// Uses `codec` (e.g. another decode limit) instead of the default.
-    pub fn with_codec(mut self, codec: Codec) -> Self {
-        self.codec = codec;
-        self
     }
 
     /// The SDK client, for tools and tests that need S3 calls this store does not make.
@@ -219,7 +237,7 @@ impl S3BlobStore {
         &self.client
     }
 
-    /// The bucket bodies are stored in.
+    /// The bucket objects are stored in.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
@@ -285,20 +303,18 @@ impl S3BlobStore {
         errors::map(self, op, key, err)
     }
 
-    async fn put_inner(&self, key: &str, body: Bytes) -> Result<usize, BlobError> {
+    async fn put_inner(&self, key: &str, object: Bytes) -> Result<(), BlobError> {
         validate_key(key)?;
-        let stored = self.codec.encode_async(&self.name, body).await?;
-        let stored_len = stored.len();
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(self.object_key(key))
             .content_type("application/octet-stream")
-            .body(ByteStream::from(stored))
+            .body(ByteStream::from(object))
             .send()
             .await
             .map_err(|e| self.map_err(Op::Put, Some(key), e))?;
-        Ok(stored_len)
+        Ok(())
     }
 
     async fn get_inner(&self, key: &str) -> Result<Bytes, BlobError> {
@@ -311,19 +327,83 @@ impl S3BlobStore {
             .send()
             .await
             .map_err(|e| self.map_err(Op::Get, Some(key), e))?;
-        let max = self.codec.max_stored_bytes();
-        if let Some(len) = output.content_length
-            && len > max as i64
-        {
-            return Err(BlobError::Corrupt {
-                key: key.to_owned(),
-                reason: format!(
-                    "the stored object is {len} bytes, more than any encoded body ({max})"
-                ),
-            });
+        self.collect(key, output.body).await
+    }
+
+    async fn get_range_inner(&self, key: &str, range: ByteRange) -> Result<Bytes, BlobError> {
+        validate_key(key)?;
+        // An HTTP range cannot be empty (`bytes=a-b` includes b) nor end past u64: such ranges
+        // are checked against the object's length instead.
+        let Some(last) = range.end().filter(|_| range.len > 0).map(|end| end - 1) else {
+            range.check_within(key, self.object_len(key).await?)?;
+            return Ok(Bytes::new());
+        };
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .range(format!("bytes={}-{last}", range.offset))
+            .send()
+            .await;
+        let output = match sent {
+            Ok(output) => output,
+            // The range starts at or past the end: say how long the object is.
+            Err(e) if errors::is_invalid_range(&e) => {
+                let object_len = self.object_len(key).await?;
+                return Err(range
+                    .check_within(key, object_len)
+                    .err()
+                    .unwrap_or_else(|| BlobError::Corrupt {
+                        key: key.to_owned(),
+                        reason: format!(
+                            "S3 refused {range} as unsatisfiable, though the object is now \
+                             {object_len} bytes"
+                        ),
+                    }));
+            }
+            Err(e) => return Err(self.map_err(Op::Get, Some(key), e)),
+        };
+        let total = output.content_range().and_then(errors::content_range_total);
+        let bytes = self.collect(key, output.body).await?;
+        // A range running past the end comes back cut short (206 with fewer bytes).
+        if bytes.len() as u64 != range.len {
+            return Err(total
+                .and_then(|total| range.check_within(key, total).err())
+                .unwrap_or_else(|| BlobError::Corrupt {
+                    key: key.to_owned(),
+                    reason: format!("S3 returned {} bytes for {range}", bytes.len()),
+                }));
         }
-        let stored = output
-            .body
+        Ok(bytes)
+    }
+
+    /// The length of the object under (valid) `key`, by `HeadObject`.
+    async fn object_len(&self, key: &str) -> Result<u64, BlobError> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .send()
+            .await
+            .map_err(|e| self.map_err(Op::Head, Some(key), e))?;
+        head.content_length()
+            .and_then(|len| u64::try_from(len).ok())
+            .ok_or_else(|| BlobError::Unavailable {
+                store: self.name.clone(),
+                reason: format!(
+                    "S3 HeadObject of `{}/{}` at endpoint {} gave no object length",
+                    self.bucket,
+                    self.object_key(key),
+                    self.endpoint
+                ),
+            })
+    }
+
+    /// Reads a response body to the end.
+    async fn collect(&self, key: &str, body: ByteStream) -> Result<Bytes, BlobError> {
+        Ok(body
             .collect()
             .await
             .map_err(|e| BlobError::Unavailable {
@@ -335,8 +415,34 @@ impl S3BlobStore {
                     errors::root_cause(&e)
                 ),
             })?
-            .into_bytes();
-        self.codec.decode_async(&self.name, key, stored).await
+            .into_bytes())
+    }
+
+    /// Read-modify-write under the object's lock. Returns whether the object was rewritten.
+    async fn erase_inner(&self, key: &str, ranges: &[ByteRange]) -> Result<bool, BlobError> {
+        validate_key(key)?;
+        let _guard = erase_lock(&self.bucket, &self.object_key(key)).lock().await;
+        let object = match self.get_inner(key).await {
+            Ok(object) => object,
+            Err(BlobError::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let object_len = object.len() as u64;
+        let spans: Vec<_> = ranges
+            .iter()
+            .map(|range| range.clamp_to(object_len))
+            .filter(|span| !span.is_empty())
+            .collect();
+        if spans.is_empty() {
+            return Ok(false);
+        }
+        let mut erased = object.to_vec();
+        for span in spans {
+            // Clamped to an object held in memory, so both ends fit in usize.
+            erased[span.start as usize..span.end as usize].fill(0);
+        }
+        self.put_inner(key, erased.into()).await?;
+        Ok(true)
     }
 
     async fn delete_inner(&self, keys: &[String]) -> Result<(), BlobError> {
@@ -394,23 +500,22 @@ impl S3BlobStore {
 }
 
 impl BlobStore for S3BlobStore {
-    fn put<'a>(&'a self, key: &'a str, body: Bytes) -> BlobFuture<'a, ()> {
+    fn put<'a>(&'a self, key: &'a str, object: Bytes) -> BlobFuture<'a, ()> {
         let span = debug_span!("blob_put", store = %self.name, key);
         Box::pin(
             async move {
                 let started = Instant::now();
-                let bytes = body.len();
-                let result = self.put_inner(key, body).await;
+                let bytes = object.len();
+                let result = self.put_inner(key, object).await;
                 match &result {
-                    Ok(stored_bytes) => debug!(
+                    Ok(()) => debug!(
                         bytes,
-                        stored_bytes,
                         elapsed_ms = started.elapsed().as_millis() as u64,
-                        "stored body"
+                        "stored object"
                     ),
-                    Err(error) => debug!(%error, "storing body failed"),
+                    Err(error) => debug!(%error, "storing object failed"),
                 }
-                result.map(drop)
+                result
             }
             .instrument(span),
         )
@@ -423,12 +528,37 @@ impl BlobStore for S3BlobStore {
                 let started = Instant::now();
                 let result = self.get_inner(key).await;
                 match &result {
-                    Ok(body) => debug!(
-                        bytes = body.len(),
+                    Ok(object) => debug!(
+                        bytes = object.len(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
-                        "read body"
+                        "read object"
                     ),
-                    Err(error) => debug!(%error, "reading body failed"),
+                    Err(error) => debug!(%error, "reading object failed"),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+
+    fn get_range<'a>(&'a self, key: &'a str, range: ByteRange) -> BlobFuture<'a, Bytes> {
+        let span = debug_span!(
+            "blob_get_range",
+            store = %self.name,
+            key,
+            offset = range.offset,
+            len = range.len
+        );
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let result = self.get_range_inner(key, range).await;
+                match &result {
+                    Ok(_) => debug!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "read range"
+                    ),
+                    Err(error) => debug!(%error, "reading range failed"),
                 }
                 result
             }
@@ -442,10 +572,30 @@ impl BlobStore for S3BlobStore {
             async move {
                 let result = self.delete_inner(keys).await;
                 match &result {
-                    Ok(()) => debug!("deleted bodies"),
-                    Err(error) => debug!(%error, "deleting bodies failed"),
+                    Ok(()) => debug!("deleted objects"),
+                    Err(error) => debug!(%error, "deleting objects failed"),
                 }
                 result
+            }
+            .instrument(span),
+        )
+    }
+
+    fn erase<'a>(&'a self, key: &'a str, ranges: Vec<ByteRange>) -> BlobFuture<'a, ()> {
+        let span = debug_span!("blob_erase", store = %self.name, key, ranges = ranges.len());
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let result = self.erase_inner(key, &ranges).await;
+                match &result {
+                    Ok(rewritten) => debug!(
+                        rewritten,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "erased ranges"
+                    ),
+                    Err(error) => debug!(%error, "erasing ranges failed"),
+                }
+                result.map(drop)
             }
             .instrument(span),
         )

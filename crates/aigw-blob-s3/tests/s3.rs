@@ -4,7 +4,7 @@ mod moto;
 
 use std::time::{Duration, Instant};
 
-use aigw_blob::{BlobError, BlobStore};
+use aigw_blob::{BlobError, BlobStore, ByteRange, Codec, PackWriter, read_body};
 use aigw_blob_s3::{S3BlobStore, S3Settings};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
@@ -51,28 +51,25 @@ async fn object_size(store: &S3BlobStore, key: &str) -> i64 {
 }
 
 #[tokio::test]
-async fn round_trips_bodies_of_several_sizes() {
+async fn round_trips_objects_of_several_sizes_byte_for_byte() {
     let Some(moto) = Moto::start() else { return };
     let store = moto.store("round-trip", "").await;
     assert_eq!(store.describe(), "s3://round-trip");
-    let bodies = [
+    let objects = [
         ("empty", Vec::new()),
         ("acct/gw/one-byte", b"x".to_vec()),
         ("acct/gw/log.req", json_body(4 << 10)),
         ("acct/gw/noise", noise(1 << 20, 3)),
         ("acct/gw/big-json", json_body(5 << 20)),
     ];
-    for (key, body) in &bodies {
-        store.put(key, Bytes::from(body.clone())).await.unwrap();
+    for (key, object) in &objects {
+        store.put(key, Bytes::from(object.clone())).await.unwrap();
     }
-    for (key, body) in &bodies {
-        assert_eq!(store.get(key).await.unwrap(), *body, "{key}");
+    for (key, object) in &objects {
+        assert_eq!(store.get(key).await.unwrap(), *object, "{key}");
+        // No codec in the store: the S3 object is the blob.
+        assert_eq!(object_size(&store, key).await, object.len() as i64, "{key}");
     }
-    let stored = object_size(&store, "acct/gw/big-json").await;
-    assert!(
-        stored * 20 < 5 << 20,
-        "5 MiB of JSON stored in {stored} bytes"
-    );
 }
 
 #[tokio::test]
@@ -147,7 +144,7 @@ async fn missing_key_is_not_found() {
     );
     assert_eq!(
         err.to_string(),
-        "body `acct/nothing-here` not found in the blob store"
+        "object `acct/nothing-here` not found in the blob store"
     );
 }
 
@@ -165,38 +162,209 @@ async fn missing_bucket_is_unavailable_not_not_found() {
 }
 
 #[tokio::test]
-async fn corrupt_object_is_corrupt() {
+async fn get_range_returns_the_exact_bytes() {
     let Some(moto) = Moto::start() else { return };
-    let store = moto.store("corrupt", "pre").await;
+    let store = moto.store("ranges", "pre").await;
+    let object = noise(3 << 20, 8);
     store
-        .client()
-        .put_object()
-        .bucket(store.bucket())
-        .key(store.object_key("acct/log1"))
-        .body(ByteStream::from_static(b"{\"plain\":\"json, not a body\"}"))
-        .send()
+        .put("acct/pack", Bytes::from(object.clone()))
         .await
         .unwrap();
-    let err = store.get("acct/log1").await.unwrap_err();
+    for (offset, len) in [
+        (0, 1),
+        (0, 3 << 20),
+        (777, 1 << 20),
+        ((3 << 20) - 5, 5),
+        // Empty ranges inside the object, the very end included.
+        (100, 0),
+        (3 << 20, 0),
+    ] {
+        let got = store
+            .get_range("acct/pack", ByteRange::new(offset, len))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            object[offset as usize..(offset + len) as usize],
+            "{offset}+{len}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn get_range_past_the_end_is_corrupt_and_missing_objects_not_found() {
+    let Some(moto) = Moto::start() else { return };
+    let store = moto.store("ranges-bad", "").await;
+    store
+        .put("acct/small", Bytes::from_static(b"0123456789"))
+        .await
+        .unwrap();
+    for range in [
+        // Starts inside, ends past the end: S3 answers with fewer bytes.
+        ByteRange::new(5, 6),
+        ByteRange::new(0, 11),
+        // Starts at or past the end: S3 answers 416.
+        ByteRange::new(10, 1),
+        ByteRange::new(1_000, 10),
+        // Empty, but past the end; and a range whose end overflows.
+        ByteRange::new(11, 0),
+        ByteRange::new(u64::MAX, 2),
+    ] {
+        let err = store.get_range("acct/small", range).await.unwrap_err();
+        let BlobError::Corrupt { key, reason } = &err else {
+            panic!("{range:?}: {err:?}");
+        };
+        assert_eq!(key, "acct/small");
+        assert!(
+            reason.contains(&range.to_string()) && reason.contains("10-byte"),
+            "{range:?}: {reason}"
+        );
+    }
+    for range in [ByteRange::new(0, 1), ByteRange::new(0, 0)] {
+        let err = store.get_range("acct/missing", range).await.unwrap_err();
+        assert!(
+            matches!(&err, BlobError::NotFound { key } if key == "acct/missing"),
+            "{range:?}: {err:?}"
+        );
+    }
+    let err = store
+        .get_range("../x", ByteRange::new(0, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BlobError::InvalidKey { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn erase_zeroes_ranges_and_keeps_everything_else() {
+    let Some(moto) = Moto::start() else { return };
+    let store = moto.store("erase", "p").await;
+    let object = noise(300_000, 12);
+    store
+        .put("acct/pack", Bytes::from(object.clone()))
+        .await
+        .unwrap();
+    let ranges = vec![
+        ByteRange::new(0, 100),
+        ByteRange::new(150_000, 50_000),
+        // Clamped to the end.
+        ByteRange::new(299_000, 5_000),
+        ByteRange::new(1 << 30, 10),
+        ByteRange::new(u64::MAX, u64::MAX),
+    ];
+    store.erase("acct/pack", ranges.clone()).await.unwrap();
+    let mut expected = object;
+    expected[..100].fill(0);
+    expected[150_000..200_000].fill(0);
+    expected[299_000..].fill(0);
+    let after = store.get("acct/pack").await.unwrap();
+    assert_eq!(after.len(), expected.len(), "the length is kept");
+    assert!(after == expected, "only the erased ranges changed");
+    // Idempotent; a missing object and nothing to erase are fine and create nothing.
+    store.erase("acct/pack", ranges).await.unwrap();
+    assert!(store.get("acct/pack").await.unwrap() == expected);
+    store
+        .erase("acct/missing", vec![ByteRange::new(0, 10)])
+        .await
+        .unwrap();
+    store.erase("acct/pack", Vec::new()).await.unwrap();
+    assert!(matches!(
+        store.get("acct/missing").await,
+        Err(BlobError::NotFound { .. })
+    ));
+    let err = store.erase("a//b", Vec::new()).await.unwrap_err();
+    assert!(matches!(err, BlobError::InvalidKey { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_erases_of_one_object_never_undo_each_other() {
+    let Some(moto) = Moto::start() else { return };
+    let store = std::sync::Arc::new(moto.store("erase-race", "").await);
+    let object = vec![0xAAu8; 64 * 1024];
+    store
+        .put("acct/pack", Bytes::from(object.clone()))
+        .await
+        .unwrap();
+    // Sixteen erases of disjoint ranges at once, through clones of the store.
+    let tasks: Vec<_> = (0..16u64)
+        .map(|i| {
+            let store = S3BlobStore::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .erase("acct/pack", vec![ByteRange::new(i * 4096, 1024)])
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = store.get("acct/pack").await.unwrap();
+    for (i, chunk) in after.chunks(4096).enumerate() {
+        assert!(chunk[..1024].iter().all(|b| *b == 0), "range {i} erased");
+        assert!(chunk[1024..].iter().all(|b| *b == 0xAA), "chunk {i} kept");
+    }
+}
+
+#[tokio::test]
+async fn packs_read_back_and_erased_or_tampered_frames_are_corrupt() {
+    let Some(moto) = Moto::start() else { return };
+    let store = moto.store("packs", "logs").await;
+    let codec = Codec::default();
+    let bodies = [
+        b"{\"first\":1}".to_vec(),
+        Vec::new(),
+        json_body(1 << 20),
+        noise(1 << 20, 99),
+        json_body(500),
+    ];
+    let mut writer = PackWriter::new(codec);
+    let ranges: Vec<ByteRange> = bodies.iter().map(|b| writer.push(b).unwrap()).collect();
+    let pack = writer.finish();
+    store.put("acct/gw/pack", pack.clone()).await.unwrap();
+    for (range, body) in ranges.iter().zip(&bodies) {
+        let back = read_body(&store, &codec, "acct/gw/pack", *range)
+            .await
+            .unwrap();
+        assert_eq!(back, *body);
+    }
+
+    store.erase("acct/gw/pack", vec![ranges[2]]).await.unwrap();
+    let err = read_body(&store, &codec, "acct/gw/pack", ranges[2])
+        .await
+        .unwrap_err();
     assert!(
-        matches!(&err, BlobError::Corrupt { key, .. } if key == "acct/log1"),
+        matches!(&err, BlobError::Corrupt { key, reason }
+            if key == "acct/gw/pack" && reason.contains(&ranges[2].to_string())),
         "{err:?}"
     );
-    assert!(err.to_string().contains("`acct/log1`"), "{err}");
+    for kept in [0, 1, 3, 4] {
+        let back = read_body(&store, &codec, "acct/gw/pack", ranges[kept])
+            .await
+            .unwrap();
+        assert_eq!(back, bodies[kept], "frame {kept} survives");
+    }
 
-    // A real body, truncated.
-    let stored = aigw_blob::encode(&json_body(10_000)).unwrap();
+    // A byte flipped inside a frame, planted behind the store's back.
+    let mut tampered = pack.to_vec();
+    tampered[(ranges[4].offset + ranges[4].len / 2) as usize] ^= 0x10;
     store
         .client()
         .put_object()
         .bucket(store.bucket())
-        .key(store.object_key("acct/log2"))
-        .body(ByteStream::from(stored[..stored.len() - 10].to_vec()))
+        .key(store.object_key("acct/gw/tampered"))
+        .body(ByteStream::from(tampered))
         .send()
         .await
         .unwrap();
-    let err = store.get("acct/log2").await.unwrap_err();
+    let err = read_body(&store, &codec, "acct/gw/tampered", ranges[4])
+        .await
+        .unwrap_err();
     assert!(matches!(&err, BlobError::Corrupt { .. }), "{err:?}");
+    let err = read_body(&store, &codec, "acct/gw/none", ranges[0])
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, BlobError::NotFound { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -218,6 +386,14 @@ async fn unreachable_endpoint_is_unavailable_within_seconds() {
     let errors = [
         store.put("k", Bytes::from_static(b"x")).await.unwrap_err(),
         store.get("k").await.unwrap_err(),
+        store
+            .get_range("k", ByteRange::new(0, 1))
+            .await
+            .unwrap_err(),
+        store
+            .erase("k", vec![ByteRange::new(0, 1)])
+            .await
+            .unwrap_err(),
         store.delete(&["k".to_owned()]).await.unwrap_err(),
         store.ensure_bucket().await.unwrap_err(),
     ];

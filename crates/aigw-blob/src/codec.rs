@@ -1,10 +1,11 @@
-//! The stored form of a body, shared by every store.
+//! The frame of one body: how [`pack`](crate::pack) stores bodies in objects.
 //!
-//! A stored body is the 4-byte [`MAGIC`] followed by one zstd frame (level [`LEVEL`]) that
-//! records the content size and a checksum, so a damaged, truncated or foreign object is reported
-//! as [`BlobError::Corrupt`] instead of being returned as garbage. Decoding is bounded: a frame
-//! that expands past the codec's maximum (default [`DEFAULT_MAX_DECODED_BYTES`]) or asks for a
-//! window larger than level 3 ever uses is refused, so a hostile object cannot exhaust memory.
+//! A frame is the 4-byte [`MAGIC`] followed by one zstd frame (level [`LEVEL`]) that records the
+//! content size and a checksum, so a damaged, truncated, erased (zeroed) or foreign frame is
+//! reported as [`BlobError::Corrupt`] instead of being returned as garbage. Decoding is bounded:
+//! a frame that expands past the codec's maximum (default [`DEFAULT_MAX_DECODED_BYTES`]) or asks
+//! for a window larger than level 3 ever uses is refused, so a hostile object cannot exhaust
+//! memory.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
@@ -13,7 +14,7 @@ use bytes::Bytes;
 
 use crate::BlobError;
 
-/// The first bytes of every stored body ("aigw blob, format 1").
+/// The first bytes of every frame ("aigw blob, format 1").
 pub const MAGIC: [u8; 4] = *b"AGB1";
 
 /// The zstd compression level bodies are written with.
@@ -54,23 +55,32 @@ impl Codec {
         self.max_decoded_bytes
     }
 
-    /// The largest stored form [`encode`](Self::encode) produces for a body of
-    /// [`max_decoded_bytes`](Self::max_decoded_bytes); stores refuse to read larger objects.
+    /// The largest frame [`encode`](Self::encode) produces for a body of
+    /// [`max_decoded_bytes`](Self::max_decoded_bytes); [`read_body`](crate::pack::read_body)
+    /// refuses to read longer ranges.
     pub fn max_stored_bytes(&self) -> usize {
         // Header + worst-case zstd expansion + frame header and checksum.
         MAGIC.len() + zstd::zstd_safe::compress_bound(self.max_decoded_bytes) + 32
     }
 
-    /// Returns the stored form of `body`: [`MAGIC`] and a checksummed zstd frame.
+    /// Returns the frame of `body`: [`MAGIC`] and a checksummed zstd frame.
     pub fn encode(&self, body: &[u8]) -> Result<Vec<u8>, BlobError> {
-        encode_frame(body).map_err(|e| BlobError::Unavailable {
+        let mut out = Vec::new();
+        self.encode_into(body, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the frame of `body` to `out`; on error `out` is left as it was. Lets a pack grow
+    /// in place instead of copying every frame.
+    pub(crate) fn encode_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), BlobError> {
+        encode_frame_into(body, out).map_err(|e| BlobError::Unavailable {
             store: "zstd encoder".to_owned(),
             reason: format!("cannot compress a body of {} bytes: {e}", body.len()),
         })
     }
 
-    /// Returns the body whose stored form is `stored`, or [`BlobError::Corrupt`] naming `key`
-    /// when the header or frame is damaged or the body would exceed the maximum.
+    /// Returns the body whose frame is `stored`, or [`BlobError::Corrupt`] naming `key` when
+    /// the header or frame is damaged or the body would exceed the maximum.
     pub fn decode(&self, key: &str, stored: &[u8]) -> Result<Bytes, BlobError> {
         self.decode_frame(stored)
             .map(Bytes::from)
@@ -143,7 +153,7 @@ impl Codec {
     }
 }
 
-fn encode_frame(body: &[u8]) -> io::Result<Vec<u8>> {
+fn encode_frame_into(body: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     thread_local! {
         // A compression context per thread: creating one per body was a tenth of ingest CPU.
         static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
@@ -159,12 +169,20 @@ fn encode_frame(body: &[u8]) -> io::Result<Vec<u8>> {
                 empty.insert(compressor)
             }
         };
-        let bound = zstd::zstd_safe::compress_bound(body.len());
-        let mut out = vec![0; MAGIC.len() + bound];
-        out[..MAGIC.len()].copy_from_slice(&MAGIC);
-        let written = compressor.compress_to_buffer(body, &mut out[MAGIC.len()..])?;
-        out.truncate(MAGIC.len() + written);
-        Ok(out)
+        let start = out.len();
+        let data = start + MAGIC.len();
+        out.resize(data + zstd::zstd_safe::compress_bound(body.len()), 0);
+        out[start..data].copy_from_slice(&MAGIC);
+        match compressor.compress_to_buffer(body, &mut out[data..]) {
+            Ok(written) => {
+                out.truncate(data + written);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
     })
 }
 

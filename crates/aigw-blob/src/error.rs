@@ -5,19 +5,20 @@
 /// Messages name the key or the store and what went wrong; they never contain credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    /// No body is stored under the key.
-    #[error("body `{key}` not found in the blob store")]
+    /// No object is stored under the key.
+    #[error("object `{key}` not found in the blob store")]
     NotFound {
         /// The key that was looked up.
         key: String,
     },
-    /// A body is stored under the key but cannot be decoded: a bad header, a damaged or
-    /// truncated zstd frame, or more data than the configured maximum.
-    #[error("body `{key}` in the blob store is corrupt: {reason}")]
+    /// An object is stored under the key but does not hold what was asked for: a requested
+    /// range extends past its end, or a body framed in it does not decode (a bad header, a
+    /// damaged, truncated or erased zstd frame, or more data than the configured maximum).
+    #[error("object `{key}` in the blob store is corrupt: {reason}")]
     Corrupt {
-        /// The key whose body is damaged.
+        /// The key of the object.
         key: String,
-        /// What the decoder found.
+        /// What was found, naming the byte range when one was asked for.
         reason: String,
     },
     /// The store could not be reached or failed (IO error, S3 error, timeout). Retrying later

@@ -1,4 +1,4 @@
-//! Bodies in a map, for tests and benches.
+//! Objects in a map, for tests and benches.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -6,37 +6,30 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use tracing::{Instrument, debug, debug_span};
 
-use crate::{BlobError, BlobFuture, BlobStore, Codec, validate_key};
+use crate::{BlobError, BlobFuture, BlobStore, ByteRange, validate_key};
 
 const NAME: &str = "mem";
 
-/// A [`BlobStore`] in memory. It keeps the encoded form, like every other store, so tests and
-/// benches exercise compression and corruption detection too.
+/// A [`BlobStore`] in memory, with the same semantics as the others: objects byte for byte,
+/// ranged reads, erasing by zeroing.
 #[derive(Debug, Default)]
 pub struct MemBlobStore {
     objects: Mutex<HashMap<String, Bytes>>,
-    codec: Codec,
 }
 
 impl MemBlobStore {
-    /// An empty store with the default codec.
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Uses `codec` (e.g. another decode limit) instead of the default.
-    pub fn with_codec(mut self, codec: Codec) -> Self {
-        self.codec = codec;
-        self
+    /// Stores `object` under `key` at once, without validating the key: the way tests plant
+    /// objects (corrupt ones included) without an async runtime.
+    pub fn raw_put(&self, key: impl Into<String>, object: impl Into<Bytes>) {
+        self.objects().insert(key.into(), object.into());
     }
 
-    /// Stores `stored` under `key` as is, bypassing the encoder: the way tests plant corrupt
-    /// objects. The key is not validated either.
-    pub fn raw_put(&self, key: impl Into<String>, stored: impl Into<Bytes>) {
-        self.objects().insert(key.into(), stored.into());
-    }
-
-    /// The keys that have a body, sorted.
+    /// The keys that have an object, sorted.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.objects().keys().cloned().collect();
         keys.sort_unstable();
@@ -47,17 +40,24 @@ impl MemBlobStore {
         // The map stays consistent even if a holder panicked: every update is one call.
         self.objects.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn object(&self, key: &str) -> Result<Bytes, BlobError> {
+        self.objects()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| BlobError::NotFound {
+                key: key.to_owned(),
+            })
+    }
 }
 
 impl BlobStore for MemBlobStore {
-    fn put<'a>(&'a self, key: &'a str, body: Bytes) -> BlobFuture<'a, ()> {
+    fn put<'a>(&'a self, key: &'a str, object: Bytes) -> BlobFuture<'a, ()> {
         Box::pin(
             async move {
                 validate_key(key)?;
-                let bytes = body.len();
-                let stored = self.codec.encode_async(NAME, body).await?;
-                debug!(bytes, stored_bytes = stored.len(), "stored body");
-                self.objects().insert(key.to_owned(), stored);
+                debug!(bytes = object.len(), "stored object");
+                self.objects().insert(key.to_owned(), object);
                 Ok(())
             }
             .instrument(debug_span!("blob_put", store = NAME, key)),
@@ -68,21 +68,34 @@ impl BlobStore for MemBlobStore {
         Box::pin(
             async move {
                 validate_key(key)?;
-                let stored = self.objects().get(key).cloned();
-                let Some(stored) = stored else {
-                    debug!("body not found");
-                    return Err(BlobError::NotFound {
-                        key: key.to_owned(),
-                    });
-                };
-                let result = self.codec.decode_async(NAME, key, stored).await;
+                let result = self.object(key);
                 match &result {
-                    Ok(body) => debug!(bytes = body.len(), "read body"),
-                    Err(error) => debug!(%error, "reading body failed"),
+                    Ok(object) => debug!(bytes = object.len(), "read object"),
+                    Err(error) => debug!(%error, "reading object failed"),
                 }
                 result
             }
             .instrument(debug_span!("blob_get", store = NAME, key)),
+        )
+    }
+
+    fn get_range<'a>(&'a self, key: &'a str, range: ByteRange) -> BlobFuture<'a, Bytes> {
+        Box::pin(
+            async move {
+                validate_key(key)?;
+                let object = self.object(key)?;
+                range.check_within(key, object.len() as u64)?;
+                // In bounds of an in-memory object, so both fit in usize.
+                let span = range.clamp_to(object.len() as u64);
+                Ok(object.slice(span.start as usize..span.end as usize))
+            }
+            .instrument(debug_span!(
+                "blob_get_range",
+                store = NAME,
+                key,
+                offset = range.offset,
+                len = range.len
+            )),
         )
     }
 
@@ -94,10 +107,34 @@ impl BlobStore for MemBlobStore {
                 }
                 let mut objects = self.objects();
                 let removed = keys.iter().filter(|k| objects.remove(*k).is_some()).count();
-                debug!(removed, "deleted bodies");
+                debug!(removed, "deleted objects");
                 Ok(())
             }
             .instrument(debug_span!("blob_delete", store = NAME, keys = keys.len())),
+        )
+    }
+
+    fn erase<'a>(&'a self, key: &'a str, ranges: Vec<ByteRange>) -> BlobFuture<'a, ()> {
+        let span = debug_span!("blob_erase", store = NAME, key, ranges = ranges.len());
+        Box::pin(
+            async move {
+                validate_key(key)?;
+                // Under the lock throughout, so concurrent erases of one object compose.
+                let mut objects = self.objects();
+                let Some(object) = objects.get_mut(key) else {
+                    debug!("nothing to erase");
+                    return Ok(());
+                };
+                let mut erased = object.to_vec();
+                for range in &ranges {
+                    let span = range.clamp_to(erased.len() as u64);
+                    erased[span.start as usize..span.end as usize].fill(0);
+                }
+                *object = erased.into();
+                debug!("erased ranges");
+                Ok(())
+            }
+            .instrument(span),
         )
     }
 
@@ -114,24 +151,27 @@ mod tests {
     use crate::codec::tests::{json_body, noise};
 
     #[tokio::test]
-    async fn round_trips_through_the_codec() {
+    async fn round_trips_objects_byte_for_byte() {
         let store = MemBlobStore::new();
-        let bodies = [
+        let objects = [
             ("e", Vec::new()),
             ("s", b"hi".to_vec()),
             ("n", noise(5 << 20, 5)),
             ("j", json_body(5 << 20)),
         ];
-        for (key, body) in &bodies {
-            store.put(key, Bytes::from(body.clone())).await.unwrap();
+        for (key, object) in &objects {
+            store.put(key, Bytes::from(object.clone())).await.unwrap();
         }
-        for (key, body) in &bodies {
-            assert_eq!(store.get(key).await.unwrap(), *body);
+        for (key, object) in &objects {
+            assert_eq!(store.get(key).await.unwrap(), *object);
         }
-        let stored = store.objects().get("j").cloned().unwrap();
-        assert!(stored.starts_with(&crate::codec::MAGIC));
-        assert!(stored.len() * 20 < 5 << 20);
         assert_eq!(store.keys(), ["e", "j", "n", "s"]);
+        // Planted objects read back as they are.
+        store.raw_put("raw", Bytes::from_static(b"\x28\xb5\x2f\xfd garbage"));
+        assert_eq!(
+            store.get("raw").await.unwrap(),
+            &b"\x28\xb5\x2f\xfd garbage"[..]
+        );
     }
 
     #[tokio::test]
@@ -144,19 +184,60 @@ mod tests {
         store.delete(&keys).await.unwrap();
         store.delete(&keys).await.unwrap();
         let err = store.get("k").await.unwrap_err();
-        assert_eq!(err.to_string(), "body `k` not found in the blob store");
+        assert_eq!(err.to_string(), "object `k` not found in the blob store");
         assert!(store.keys().is_empty());
     }
 
     #[tokio::test]
-    async fn raw_garbage_is_corrupt() {
+    async fn get_range_is_exact_bounded_and_not_found_when_missing() {
         let store = MemBlobStore::new();
-        store.raw_put("bad", Bytes::from_static(b"\x28\xb5\x2f\xfd garbage"));
-        let err = store.get("bad").await.unwrap_err();
-        assert!(
-            matches!(&err, BlobError::Corrupt { key, .. } if key == "bad"),
-            "{err:?}"
-        );
+        let object = noise(100_000, 3);
+        store.put("p", Bytes::from(object.clone())).await.unwrap();
+        for (offset, len) in [(0, 100_000), (1, 1), (99_000, 1_000), (100_000, 0)] {
+            let got = store
+                .get_range("p", ByteRange::new(offset, len))
+                .await
+                .unwrap();
+            assert_eq!(got, object[offset as usize..(offset + len) as usize]);
+        }
+        for range in [ByteRange::new(99_999, 2), ByteRange::new(u64::MAX, 1)] {
+            let err = store.get_range("p", range).await.unwrap_err();
+            assert!(
+                matches!(&err, BlobError::Corrupt { key, reason }
+                    if key == "p" && reason.contains("100000-byte")),
+                "{err:?}"
+            );
+        }
+        let err = store
+            .get_range("missing", ByteRange::new(0, 1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BlobError::NotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn erase_zeroes_ranges_and_keeps_the_rest() {
+        let store = MemBlobStore::new();
+        let object = noise(10_000, 4);
+        store.put("p", Bytes::from(object.clone())).await.unwrap();
+        let ranges = vec![
+            ByteRange::new(0, 10),
+            ByteRange::new(5_000, 100),
+            ByteRange::new(9_990, 1_000),
+            ByteRange::new(u64::MAX, 5),
+        ];
+        store.erase("p", ranges.clone()).await.unwrap();
+        store.erase("p", ranges).await.unwrap();
+        let mut expected = object;
+        expected[..10].fill(0);
+        expected[5_000..5_100].fill(0);
+        expected[9_990..].fill(0);
+        assert!(store.get("p").await.unwrap() == expected);
+        store
+            .erase("missing", vec![ByteRange::new(0, 1)])
+            .await
+            .unwrap();
+        assert_eq!(store.keys(), ["p"], "erasing creates nothing");
     }
 
     #[tokio::test]
@@ -165,6 +246,13 @@ mod tests {
         let err = store.put("../x", Bytes::new()).await.unwrap_err();
         assert!(matches!(err, BlobError::InvalidKey { .. }));
         let err = store.get("a//b").await.unwrap_err();
+        assert!(matches!(err, BlobError::InvalidKey { .. }));
+        let err = store
+            .get_range("a//b", ByteRange::new(0, 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BlobError::InvalidKey { .. }));
+        let err = store.erase("./x", Vec::new()).await.unwrap_err();
         assert!(matches!(err, BlobError::InvalidKey { .. }));
         let err = store.delete(&["/abs".to_owned()]).await.unwrap_err();
         assert!(matches!(err, BlobError::InvalidKey { .. }));

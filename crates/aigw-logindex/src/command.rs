@@ -104,10 +104,29 @@ pub struct Applied {
     /// counted).
     #[prost(uint64, tag = "1")]
     pub affected: u64,
-    /// Body object keys of deleted or refused rows, for the leader to delete from the blob store.
+    /// Body packs no live row refers to any more (every row deleted or refused), for the
+    /// leader to delete from the blob store.
     #[prost(string, repeated, tag = "2")]
-    pub deleted_body_keys: Vec<String>,
+    pub deleted_packs: Vec<String>,
     /// The row after an update.
     #[prost(message, optional, tag = "3")]
     pub row: Option<LogRecord>,
+    /// Bodies of deleted or refused rows inside packs that other rows still use, for the leader
+    /// to erase in place.
+    #[prost(message, repeated, tag = "4")]
+    pub erased: Vec<DeadBodies>,
+}
+
+/// The frames of one row's bodies inside a pack that stays.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeadBodies {
+    /// Object key of the pack.
+    #[prost(string, tag = "1")]
+    pub pack_key: String,
+    /// First byte of the frames.
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    /// Bytes of the frames.
+    #[prost(uint64, tag = "3")]
+    pub len: u64,
 }

@@ -1,16 +1,19 @@
 //! The index of one shard: applying commands and answering queries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use aigw_proto::shard::{LogRecord, OrderBy};
+use aigw_proto::shard::{BodyLocation, LogRecord, OrderBy};
 use prost::Message;
 use sled::{Batch, IVec, Tree};
 use ulid::Ulid;
 
-use crate::command::{Applied, Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
+use crate::command::{
+    Applied, Command, DeadBodies, Delete, DeleteGateway, Insert, Update, kind::Kind,
+};
 use crate::keys::{
     self, Field, GatewayKey, counter_key, counter_prefix, gateway_index_prefix, gateway_key,
-    id_suffix, index_key, row_key, row_prefix, tombstone_key,
+    gateway_of, id_suffix, index_key, owner_key, owner_value, pack_counter_key, pack_prefix,
+    pack_suffix, row_key, row_prefix, tombstone_key,
 };
 use crate::query::{CompiledQuery, IndexScan, feedback_byte, metadata_text};
 
@@ -121,21 +124,17 @@ fn counted(row: &LogRecord) -> Vec<(Field, Vec<u8>)> {
 #[derive(Default)]
 struct Changes {
     batch: Batch,
+    /// Counter and pack-counter keys → change.
     counters: BTreeMap<Vec<u8>, i64>,
 }
 
 impl Changes {
-    fn add_row(&mut self, gw: &GatewayKey, id: Ulid, row: &LogRecord) {
+    fn add_row(&mut self, gw: &GatewayKey, id: Ulid, row: &mut LogRecord) {
         self.batch.insert(row_key(gw, id), encode_row(row));
         for (field, value) in index_entries(row) {
             self.batch.insert(index_key(gw, field, &value, id), &[][..]);
         }
-        for (field, value) in counted(row) {
-            *self
-                .counters
-                .entry(counter_key(gw, field, &value))
-                .or_default() += 1;
-        }
+        self.count_row(gw, row, 1);
     }
 
     fn remove_row(&mut self, gw: &GatewayKey, id: Ulid, row: &LogRecord) {
@@ -143,15 +142,22 @@ impl Changes {
         for (field, value) in index_entries(row) {
             self.batch.remove(index_key(gw, field, &value, id));
         }
-        for (field, value) in counted(row) {
-            *self
-                .counters
-                .entry(counter_key(gw, field, &value))
-                .or_default() -= 1;
+        self.count_row(gw, row, -1);
+    }
+
+    fn count_row(&mut self, gw: &GatewayKey, row: &LogRecord, delta: i64) {
+        let packs = row.bodies.iter().map(|b| pack_counter_key(gw, b.pack));
+        let values = counted(row)
+            .into_iter()
+            .map(|(field, value)| counter_key(gw, field, &value));
+        for key in values.chain(packs) {
+            *self.counters.entry(key).or_default() += delta;
         }
     }
 
-    fn commit(mut self, tree: &Tree) -> Result<(), IndexError> {
+    /// Applies the batch; returns the counter keys that dropped to zero (and were removed).
+    fn commit(mut self, tree: &Tree) -> Result<Vec<Vec<u8>>, IndexError> {
+        let mut emptied = Vec::new();
         for (key, delta) in self.counters {
             if delta == 0 {
                 continue;
@@ -159,13 +165,87 @@ impl Changes {
             let current = tree.get(&key)?.map_or(0, |v| decode_count(&v));
             let next = current.saturating_add_signed(delta);
             if next == 0 {
-                self.batch.remove(key);
+                self.batch.remove(key.clone());
+                emptied.push(key);
             } else {
                 self.batch.insert(key, &next.to_be_bytes()[..]);
             }
         }
         tree.apply_batch(self.batch)?;
-        Ok(())
+        Ok(emptied)
+    }
+}
+
+/// What becomes of the bodies of the rows a command removes or refuses.
+#[derive(Default)]
+struct DeadBodyTracker {
+    /// Packs that keep at least one live row.
+    live_packs: HashSet<u64>,
+    /// Frames of removed or refused rows, by pack.
+    dead: BTreeMap<u64, Vec<(u64, u64)>>,
+}
+
+impl DeadBodyTracker {
+    fn live(&mut self, row: &LogRecord) {
+        if let Some(b) = &row.bodies {
+            self.live_packs.insert(b.pack);
+        }
+    }
+
+    fn dead(&mut self, row: &LogRecord) {
+        if let Some(b) = &row.bodies {
+            let len = b.request_len.saturating_add(b.response_len);
+            self.dead.entry(b.pack).or_default().push((b.offset, len));
+        }
+    }
+
+    /// Fills `applied`: a pack goes whole when `gone(pack)` says no row uses it any more; in
+    /// packs that stay, the dead frames are erased.
+    fn report(
+        self,
+        account: &str,
+        gateway: &str,
+        gone: impl Fn(u64) -> bool,
+        applied: &mut Applied,
+    ) {
+        for (pack, frames) in self.dead {
+            let pack_key = pack_key(account, gateway, pack);
+            if !self.live_packs.contains(&pack) && gone(pack) {
+                applied.deleted_packs.push(pack_key);
+                continue;
+            }
+            applied
+                .erased
+                .extend(frames.into_iter().map(|(offset, len)| DeadBodies {
+                    pack_key: pack_key.clone(),
+                    offset,
+                    len,
+                }));
+        }
+    }
+}
+
+/// The pack ids among counter keys that dropped to zero.
+fn emptied_packs(emptied: &[Vec<u8>]) -> HashSet<u64> {
+    emptied
+        .iter()
+        .filter(|k| k.first() == Some(&keys::PACK))
+        .filter_map(|k| pack_suffix(k))
+        .collect()
+}
+
+/// Whether rows of one gateway in an insert are admitted.
+#[derive(Clone, Copy)]
+struct Admission {
+    /// The prefix belongs to these names (false: a hash collision with another gateway).
+    owner_ok: bool,
+    /// Rows created at or before this were in flight when the gateway was deleted.
+    deleted_at: Option<i64>,
+}
+
+impl Admission {
+    fn admits(&self, created_at_ms: i64) -> bool {
+        self.owner_ok && self.deleted_at.is_none_or(|t| created_at_ms > t)
     }
 }
 
@@ -173,29 +253,25 @@ fn decode_count(v: &[u8]) -> u64 {
     v.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
-/// Rows are stored without their id (it is in the key).
-/// Rows are stored without their id (it is in the key), and body keys that follow the
-/// [`body_key`] naming are stored as empty strings (re-derived on read): together they are a
-/// third of a typical row.
-fn encode_row(row: &LogRecord) -> Vec<u8> {
-    let mut stored = row.clone();
-    stored.id = Default::default();
-    if let Some(id) = parse_id(&row.id) {
-        for (slot, part) in [
-            (&mut stored.request_body_key, BodyPart::Request),
-            (&mut stored.response_body_key, BodyPart::Response),
-        ] {
-            if slot.as_deref()
-                == Some(body_key(&row.account_id, &row.gateway_id, id, part).as_str())
-            {
-                *slot = Some(String::new());
-            }
-        }
-    }
-    stored.encode_to_vec()
+/// Rows are stored without their id (it is in the key) and without their account and gateway
+/// (named once by the prefix's owner entry): together a fifth of a typical row.
+fn encode_row(row: &mut LogRecord) -> Vec<u8> {
+    // Taken out and put back rather than encoding a stripped clone: no copy of every field.
+    let id = std::mem::take(&mut row.id);
+    let account = std::mem::take(&mut row.account_id);
+    let gateway = std::mem::take(&mut row.gateway_id);
+    let stored = row.encode_to_vec();
+    (row.id, row.account_id, row.gateway_id) = (id, account, gateway);
+    stored
 }
 
-fn decode_row(key: &[u8], value: &[u8]) -> Result<LogRecord, IndexError> {
+/// The row stored under `key`, owned by `account`/`gateway` (which the caller has checked).
+fn decode_row(
+    key: &[u8],
+    value: &[u8],
+    account: &str,
+    gateway: &str,
+) -> Result<LogRecord, IndexError> {
     let mut row = LogRecord::decode(value).map_err(|e| IndexError::Corrupt {
         key: hex(key),
         reason: e.to_string(),
@@ -205,34 +281,15 @@ fn decode_row(key: &[u8], value: &[u8]) -> Result<LogRecord, IndexError> {
         reason: "key too short".into(),
     })?;
     row.id = id.to_bytes().to_vec().into();
-    for (slot, part) in [
-        (&mut row.request_body_key, BodyPart::Request),
-        (&mut row.response_body_key, BodyPart::Response),
-    ] {
-        if slot.as_deref() == Some("") {
-            *slot = Some(body_key(&row.account_id, &row.gateway_id, id, part));
-        }
-    }
+    account.clone_into(&mut row.account_id);
+    gateway.clone_into(&mut row.gateway_id);
     Ok(row)
 }
 
-/// Which body of a log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyPart {
-    /// The request body.
-    Request,
-    /// The response body.
-    Response,
-}
-
-/// The object-store key of a log's body: `{account}/{gateway}/{id}.request|response`. Rows
-/// store only whether a body exists, so the naming is fixed here, next to the row encoding.
-pub fn body_key(account: &str, gateway: &str, id: Ulid, part: BodyPart) -> String {
-    let suffix = match part {
-        BodyPart::Request => "request",
-        BodyPart::Response => "response",
-    };
-    format!("{account}/{gateway}/{id}.{suffix}")
+/// The object-store key of body pack `pack` of a gateway: `{account}/{gateway}/{pack:016x}.pack`.
+/// Rows store only the pack id, so the naming is fixed here, next to the row encoding.
+pub fn pack_key(account: &str, gateway: &str, pack: u64) -> String {
+    format!("{account}/{gateway}/{pack:016x}.pack")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -271,41 +328,94 @@ impl LogIndex {
 
     fn insert(&self, command: Insert) -> Result<Applied, IndexError> {
         let mut changes = Changes::default();
-        let mut seen = std::collections::HashSet::with_capacity(command.rows.len());
-        let mut tombstones: HashMap<GatewayKey, Option<i64>> = HashMap::new();
-        let mut refused_bodies = Vec::new();
+        let mut seen = HashSet::with_capacity(command.rows.len());
+        let mut admissions: HashMap<GatewayKey, Admission> = HashMap::new();
+        // Packs are per gateway, so each gateway's bodies are tracked apart.
+        let mut bodies: HashMap<GatewayKey, DeadBodyTracker> = HashMap::new();
         let mut affected = 0;
-        for row in &command.rows {
+        let mut rows = command.rows;
+        for row in &mut rows {
             let Some(id) = parse_id(&row.id) else {
                 continue;
             };
             let gw = gateway_key(&row.account_id, &row.gateway_id);
-            let deleted_at = match tombstones.get(&gw) {
-                Some(t) => *t,
+            let admission = match admissions.get(&gw) {
+                Some(a) => *a,
                 None => {
-                    let t = self.tombstone(&gw)?;
-                    tombstones.insert(gw, t);
-                    t
+                    let a = self.admission(&gw, row, &mut changes)?;
+                    admissions.insert(gw, a);
+                    a
                 }
             };
-            if deleted_at.is_some_and(|t| row.created_at_ms <= t) {
-                // Its bodies were stored for nothing: report them for deletion.
-                refused_bodies.extend(body_keys(row));
-                continue;
-            }
             let key = row_key(&gw, id);
-            if !seen.insert(key.clone()) || self.tree.contains_key(&key)? {
-                continue;
+            let live = admission.admits(row.created_at_ms)
+                && seen.insert(key.clone())
+                && match self.tree.get(&key)? {
+                    None => {
+                        changes.add_row(&gw, id, row);
+                        affected += 1;
+                        true
+                    }
+                    // Replayed after a crash: the stored row already uses these very bodies.
+                    Some(stored) => {
+                        row.bodies.is_some() && stored_bodies(&key, &stored)? == row.bodies
+                    }
+                };
+            let tracker = bodies.entry(gw).or_default();
+            if live {
+                tracker.live(row);
+            } else {
+                tracker.dead(row);
             }
-            changes.add_row(&gw, id, row);
-            affected += 1;
         }
         changes.commit(&self.tree)?;
-        Ok(Applied {
+        let mut applied = Applied {
             affected,
-            deleted_body_keys: refused_bodies,
             ..Applied::default()
+        };
+        let names: HashMap<GatewayKey, (&str, &str)> = rows
+            .iter()
+            .map(|r| {
+                let gw = gateway_key(&r.account_id, &r.gateway_id);
+                (gw, (r.account_id.as_str(), r.gateway_id.as_str()))
+            })
+            .collect();
+        for (gw, tracker) in bodies {
+            let (account, gateway) = names[&gw];
+            // A pack is written for one insert: if none of its rows went in, nothing uses it.
+            tracker.report(account, gateway, |_| true, &mut applied);
+        }
+        Ok(applied)
+    }
+
+    /// Whether the rows of `row`'s gateway are admitted; claims the prefix for its names when
+    /// it has no owner yet.
+    fn admission(
+        &self,
+        gw: &GatewayKey,
+        row: &LogRecord,
+        changes: &mut Changes,
+    ) -> Result<Admission, IndexError> {
+        let names = owner_value(&row.account_id, &row.gateway_id);
+        let owner_ok = match self.tree.get(owner_key(gw))? {
+            Some(stored) => stored.as_ref() == names.as_slice(),
+            None => {
+                changes.batch.insert(owner_key(gw), names);
+                true
+            }
+        };
+        Ok(Admission {
+            owner_ok,
+            deleted_at: self.tombstone(gw)?,
         })
+    }
+
+    /// Whether the prefix `gw` holds the rows of `account`/`gateway`.
+    fn owned_by(&self, gw: &GatewayKey, account: &str, gateway: &str) -> Result<bool, IndexError> {
+        Ok(self
+            .tree
+            .get(owner_key(gw))?
+            .is_some_and(|stored| stored.as_ref() == owner_value(account, gateway).as_slice()))
     }
 
     fn update(&self, command: Update) -> Result<Applied, IndexError> {
@@ -328,7 +438,7 @@ impl LogIndex {
         }
         let mut changes = Changes::default();
         changes.remove_row(&gw, id, &old);
-        changes.add_row(&gw, id, &new);
+        changes.add_row(&gw, id, &mut new);
         // Entries present in both old and new were removed then re-inserted in the same batch;
         // sled applies batch operations in order, so they survive.
         changes.commit(&self.tree)?;
@@ -340,18 +450,21 @@ impl LogIndex {
     }
 
     fn delete(&self, command: Delete) -> Result<Applied, IndexError> {
-        let gw = gateway_key(&command.account_id, &command.gateway_id);
+        let (account, gateway) = (&command.account_id, &command.gateway_id);
+        let gw = gateway_key(account, gateway);
         let mut changes = Changes::default();
+        let mut bodies = DeadBodyTracker::default();
         let mut applied = Applied::default();
         for raw in &command.ids {
             let Some(id) = parse_id(raw) else { continue };
-            if let Some(row) = self.get_by_key(&gw, id, &command.account_id, &command.gateway_id)? {
+            if let Some(row) = self.get_by_key(&gw, id, account, gateway)? {
                 changes.remove_row(&gw, id, &row);
+                bodies.dead(&row);
                 applied.affected += 1;
-                applied.deleted_body_keys.extend(body_keys(&row));
             }
         }
-        changes.commit(&self.tree)?;
+        let emptied = emptied_packs(&changes.commit(&self.tree)?);
+        bodies.report(account, gateway, |p| emptied.contains(&p), &mut applied);
         Ok(applied)
     }
 
@@ -363,33 +476,38 @@ impl LogIndex {
     }
 
     fn delete_gateway(&self, command: DeleteGateway) -> Result<Applied, IndexError> {
-        let gw = gateway_key(&command.account_id, &command.gateway_id);
+        let (account, gateway) = (&command.account_id, &command.gateway_id);
+        let gw = gateway_key(account, gateway);
         let deleted_at = self
             .tombstone(&gw)?
             .unwrap_or(i64::MIN)
             .max(command.deleted_at_ms);
         let mut applied = Applied::default();
-        let mut first = true;
+        let mut changes = Changes::default();
+        changes
+            .batch
+            .insert(tombstone_key(&gw), &deleted_at.to_be_bytes()[..]);
+        if !self.owned_by(&gw, account, gateway)? {
+            // Nothing stored under these names (or the prefix is another gateway's).
+            changes.commit(&self.tree)?;
+            return Ok(applied);
+        }
+        changes.batch.remove(owner_key(&gw));
         loop {
-            let mut changes = Changes::default();
-            if std::mem::take(&mut first) {
-                changes
-                    .batch
-                    .insert(tombstone_key(&gw), &deleted_at.to_be_bytes()[..]);
-            }
             let mut n = 0;
             for item in self.tree.scan_prefix(row_prefix(&gw)).take(DELETE_CHUNK) {
                 let (key, value) = item?;
-                let row = decode_row(&key, &value)?;
-                if row.account_id != command.account_id || row.gateway_id != command.gateway_id {
-                    continue;
-                }
+                let row = decode_row(&key, &value, account, gateway)?;
                 let id = id_suffix(&key).unwrap_or_default();
                 changes.remove_row(&gw, id, &row);
-                applied.deleted_body_keys.extend(body_keys(&row));
                 n += 1;
             }
-            changes.commit(&self.tree)?;
+            let emptied = std::mem::take(&mut changes).commit(&self.tree)?;
+            // Every row goes, so every pack does: each as its last row is removed.
+            let packs = emptied_packs(&emptied).into_iter();
+            applied
+                .deleted_packs
+                .extend(packs.map(|pack| pack_key(account, gateway, pack)));
             applied.affected += n;
             if n < DELETE_CHUNK as u64 {
                 break;
@@ -405,12 +523,12 @@ impl LogIndex {
         account: &str,
         gateway: &str,
     ) -> Result<Option<LogRecord>, IndexError> {
+        if !self.owned_by(gw, account, gateway)? {
+            return Ok(None);
+        }
         let key = row_key(gw, id);
         match self.tree.get(&key)? {
-            Some(value) => {
-                let row = decode_row(&key, &value)?;
-                Ok((row.account_id == account && row.gateway_id == gateway).then_some(row))
-            }
+            Some(value) => decode_row(&key, &value, account, gateway).map(Some),
             None => Ok(None),
         }
     }
@@ -494,10 +612,11 @@ impl LogIndex {
         &'a self,
         query: &'a CompiledQuery,
     ) -> Result<Box<dyn Iterator<Item = Result<LogRecord, IndexError>> + 'a>, IndexError> {
-        if query.empty_range() {
+        let (account, gateway) = (query.account_id.as_str(), query.gateway_id.as_str());
+        let gw = gateway_key(account, gateway);
+        if query.empty_range() || !self.owned_by(&gw, account, gateway)? {
             return Ok(Box::new(std::iter::empty()));
         }
-        let gw = gateway_key(&query.account_id, &query.gateway_id);
         let (lo, hi) = query.id_range;
         let descending = query.order_by != OrderBy::CreatedAt || !query.ascending;
         let rows: Box<dyn Iterator<Item = Result<LogRecord, IndexError>>> =
@@ -511,7 +630,7 @@ impl LogIndex {
                     };
                     Box::new(iter.map(|item| {
                         let (key, value) = item?;
-                        decode_row(&key, &value)
+                        decode_row(&key, &value, account, gateway)
                     }))
                 }
                 Some(scan) => {
@@ -520,7 +639,7 @@ impl LogIndex {
                         Ok(id) => {
                             let key = row_key(&gw, id);
                             match self.tree.get(&key) {
-                                Ok(Some(value)) => Some(decode_row(&key, &value)),
+                                Ok(Some(value)) => Some(decode_row(&key, &value, account, gateway)),
                                 Ok(None) => None,
                                 Err(e) => Some(Err(e.into())),
                             }
@@ -594,13 +713,15 @@ impl LogIndex {
         })
     }
 
-    /// Serialize every row and tombstone (the only non-derived state) for a snapshot. Safe to
-    /// run while commands are applied: keys are visited in order, each as of some recent moment.
+    /// Serialize every owner entry, row and tombstone (the only non-derived state) for a
+    /// snapshot. Safe to run while commands are applied: keys are visited in order, each as of
+    /// some recent moment.
     pub fn snapshot(&self) -> Result<Vec<u8>, IndexError> {
         let mut out = Vec::new();
+        let owners = self.tree.scan_prefix([keys::OWNER]);
         let rows = self.tree.scan_prefix([keys::ROW]);
         let tombstones = self.tree.scan_prefix([keys::TOMBSTONE]);
-        for item in rows.chain(tombstones) {
+        for item in owners.chain(rows).chain(tombstones) {
             let (key, value) = item?;
             prost::encoding::encode_varint(key.len() as u64, &mut out);
             out.extend_from_slice(&key);
@@ -634,20 +755,22 @@ impl LogIndex {
             };
             let key = take(&mut buf)?;
             let value = take(&mut buf)?;
-            if key.first() == Some(&keys::TOMBSTONE) {
+            if key.first() != Some(&keys::ROW) {
                 changes.batch.insert(key, value);
                 continue;
             }
-            let row = decode_row(&key, &value)?;
+            // Indexes and counters need no names; the rows are stored without them anyway.
+            let mut row = decode_row(&key, &value, "", "")?;
             let id = id_suffix(&key).ok_or_else(|| corrupt("row key too short"))?;
-            changes.add_row(&gateway_key(&row.account_id, &row.gateway_id), id, &row);
+            let gw = gateway_of(&key).ok_or_else(|| corrupt("row key too short"))?;
+            changes.add_row(&gw, id, &mut row);
             pending += 1;
             if pending == DELETE_CHUNK {
                 std::mem::take(&mut changes).commit(&self.tree)?;
                 pending = 0;
             }
         }
-        changes.commit(&self.tree)
+        changes.commit(&self.tree).map(drop)
     }
 
     /// Bytes used per kind of entry, from a full scan (for benchmarks and diagnostics).
@@ -662,30 +785,31 @@ impl LogIndex {
                     f.row_bytes += bytes;
                 }
                 Some(&keys::INDEX) => f.index_bytes += bytes,
-                Some(&keys::COUNTER) => f.counter_bytes += bytes,
+                Some(&keys::COUNTER | &keys::PACK | &keys::OWNER) => f.counter_bytes += bytes,
                 _ => {}
             }
         }
         Ok(f)
     }
 
-    /// Whether the gateway has any index entries or counters left (used by tests of deletion).
+    /// Whether the gateway has any rows, index entries, counters or packs left (used by tests
+    /// of deletion).
     pub fn gateway_is_empty(&self, account: &str, gateway: &str) -> Result<bool, IndexError> {
         let gw = gateway_key(account, gateway);
-        Ok(self.tree.scan_prefix(row_prefix(&gw)).next().is_none()
-            && self
-                .tree
-                .scan_prefix(gateway_index_prefix(&gw))
-                .next()
-                .is_none()
-            && self.tree.scan_prefix(counter_prefix(&gw)).next().is_none())
+        let prefixes = [
+            row_prefix(&gw),
+            gateway_index_prefix(&gw),
+            counter_prefix(&gw),
+            pack_prefix(&gw),
+            owner_key(&gw),
+        ];
+        Ok(prefixes
+            .iter()
+            .all(|p| self.tree.scan_prefix(p).next().is_none()))
     }
 }
 
-/// Body object keys referenced by a row.
-fn body_keys(row: &LogRecord) -> impl Iterator<Item = String> + '_ {
-    row.request_body_key
-        .iter()
-        .chain(row.response_body_key.iter())
-        .cloned()
+/// The body location of a stored row.
+fn stored_bodies(key: &[u8], value: &[u8]) -> Result<Option<BodyLocation>, IndexError> {
+    Ok(decode_row(key, value, "", "")?.bodies)
 }

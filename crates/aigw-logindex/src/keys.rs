@@ -4,16 +4,21 @@
 //! atomic batch. Keys start with a tag byte:
 //!
 //! ```text
+//! G | gw(8)                                 → len account, gateway    the names behind `gw`
 //! R | gw(8) | id(16)                        → LogRecord (prost)       one per log
 //! I | gw(8) | field(1) | len value | id(16) → ()                      secondary index entry
 //! C | gw(8) | field(1) | len value          → u64 count (big-endian)  counters per value
+//! P | gw(8) | pack(8)                       → u64 count (big-endian)  live rows per body pack
 //! T | gw(8)                                 → i64 ms (big-endian)     gateway deleted at
 //! ```
 //!
 //! `len` is the value's length as a varint (one byte below 128). `gw` is the first 8 bytes of
-//! SHA-256(account ‖ 0 ‖ gateway): fixed width, stable across versions and platforms, and not forgeable by a tenant aiming at another's prefix. Rows still
-//! carry their account and gateway and every read checks them, so a collision could never leak
-//! data. Ids are ULIDs in big-endian bytes, so within a prefix keys sort by creation time.
+//! SHA-256(account ‖ 0 ‖ gateway): fixed width, stable across versions and platforms, and not
+//! forgeable by a tenant aiming at another's prefix. Rows do not repeat the account and gateway
+//! (a tenth of a row); the `G` entry names the owner of a prefix once, every read checks it, and
+//! an insert whose names collide with another owner's prefix is refused, so a collision could
+//! never leak data. Ids are ULIDs in big-endian bytes, so within a prefix keys sort by creation
+//! time.
 
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
@@ -24,6 +29,10 @@ pub const ROW: u8 = b'R';
 pub const INDEX: u8 = b'I';
 /// Tag of counter keys.
 pub const COUNTER: u8 = b'C';
+/// Tag of the entry naming the (account, gateway) behind a gateway prefix.
+pub const OWNER: u8 = b'G';
+/// Tag of live-row counters of body packs.
+pub const PACK: u8 = b'P';
 /// Tag of gateway tombstones: when a gateway was deleted, so that logs of requests that were
 /// in flight at the time are not inserted afterwards.
 pub const TOMBSTONE: u8 = b'T';
@@ -129,6 +138,49 @@ pub fn tombstone_key(gw: &GatewayKey) -> Vec<u8> {
     k.push(TOMBSTONE);
     k.extend_from_slice(gw);
     k
+}
+
+/// `G | gw`.
+pub fn owner_key(gw: &GatewayKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + GW_LEN);
+    k.push(OWNER);
+    k.extend_from_slice(gw);
+    k
+}
+
+/// The value of an owner entry: the account's length as a varint, the account, the gateway.
+pub fn owner_value(account: &str, gateway: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(2 + account.len() + gateway.len());
+    prost::encoding::encode_varint(account.len() as u64, &mut v);
+    v.extend_from_slice(account.as_bytes());
+    v.extend_from_slice(gateway.as_bytes());
+    v
+}
+
+/// `P | gw` — the prefix of a gateway's pack counters.
+pub fn pack_prefix(gw: &GatewayKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + GW_LEN + 8);
+    k.push(PACK);
+    k.extend_from_slice(gw);
+    k
+}
+
+/// `P | gw | pack`.
+pub fn pack_counter_key(gw: &GatewayKey, pack: u64) -> Vec<u8> {
+    let mut k = pack_prefix(gw);
+    k.extend_from_slice(&pack.to_be_bytes());
+    k
+}
+
+/// The pack id at the end of a pack counter key.
+pub fn pack_suffix(key: &[u8]) -> Option<u64> {
+    let start = key.len().checked_sub(8)?;
+    key[start..].try_into().ok().map(u64::from_be_bytes)
+}
+
+/// The gateway prefix of any key (the 8 bytes after the tag).
+pub fn gateway_of(key: &[u8]) -> Option<GatewayKey> {
+    key.get(1..=GW_LEN)?.try_into().ok()
 }
 
 /// `C | gw` — the prefix of a gateway's counters.

@@ -12,5 +12,5 @@ mod index;
 pub mod keys;
 mod query;
 
-pub use index::{BodyPart, Footprint, IndexError, LogIndex, Page, body_key};
+pub use index::{Footprint, IndexError, LogIndex, Page, pack_key};
 pub use query::{CompiledQuery, QueryError};

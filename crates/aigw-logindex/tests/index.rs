@@ -4,8 +4,8 @@ use aigw_logindex::command::{Command, Delete, DeleteGateway, Insert, Update, kin
 use aigw_logindex::keys::Field;
 use aigw_logindex::{CompiledQuery, LogIndex, QueryError};
 use aigw_proto::shard::{
-    Filter, FilterOperator, FilterValue, LogQuery, LogRecord, MetadataEntry, OrderBy, filter_value,
-    metadata_entry,
+    BodyLocation, Filter, FilterOperator, FilterValue, LogQuery, LogRecord, MetadataEntry, OrderBy,
+    filter_value, metadata_entry,
 };
 use ulid::Ulid;
 
@@ -17,6 +17,19 @@ fn open() -> (tempfile::TempDir, LogIndex) {
 
 const MODELS: [&str; 3] = ["gpt-4o-mini", "claude-3-5-haiku", "llama-3.1-8b"];
 const PROVIDERS: [&str; 3] = ["openai", "anthropic", "workers-ai"];
+
+/// Rows whose bodies share one pack in [`row`].
+const ROWS_PER_PACK: u64 = 10;
+
+/// Where [`row`] `i` keeps its bodies: pack `i / 10`, 100 bytes per row.
+fn bodies(i: u64) -> BodyLocation {
+    BodyLocation {
+        pack: i / ROWS_PER_PACK,
+        offset: (i % ROWS_PER_PACK) * 100,
+        request_len: 60,
+        response_len: 40,
+    }
+}
 
 /// A deterministic row `i` of `account`/`gateway`, created at `1_700_000_000_000 + i` ms.
 fn row(account: &str, gateway: &str, i: u64) -> LogRecord {
@@ -47,7 +60,7 @@ fn row(account: &str, gateway: &str, i: u64) -> LogRecord {
             key: "user".into(),
             value: Some(metadata_entry::Value::Text(format!("u{}", i % 4))),
         }],
-        request_body_key: Some(format!("{account}/{gateway}/{i}/req")),
+        bodies: Some(bodies(i)),
         ..Default::default()
     }
 }
@@ -384,7 +397,7 @@ fn updates_move_index_entries() {
 }
 
 #[test]
-fn deletes_remove_rows_indexes_and_counters_and_return_body_keys() {
+fn deletes_remove_rows_indexes_and_counters_and_report_dead_bodies() {
     let (_dir, index) = open();
     let rows: Vec<LogRecord> = (0..30).map(|i| row("acct", "gw", i)).collect();
     insert(&index, rows.clone());
@@ -399,12 +412,12 @@ fn deletes_remove_rows_indexes_and_counters_and_return_body_keys() {
         })
         .unwrap();
     assert_eq!(applied.affected, 10);
-    assert_eq!(applied.deleted_body_keys.len(), 10);
-    assert!(
-        applied
-            .deleted_body_keys
-            .contains(&"acct/gw/0/req".to_string())
+    assert_eq!(
+        applied.deleted_packs,
+        ["acct/gw/0000000000000000.pack"],
+        "rows 0..10 were all of pack 0"
     );
+    assert!(applied.erased.is_empty(), "{:?}", applied.erased);
     assert_eq!(index.count("acct", "gw", Field::All, b"").unwrap(), 20);
     let (_, total) = run(
         &index,
@@ -424,6 +437,31 @@ fn deletes_remove_rows_indexes_and_counters_and_return_body_keys() {
             .count() as u64
     );
 
+    // Two rows of pack 1: the pack stays for its other rows, only their frames are erased.
+    let applied = index
+        .apply(Command {
+            kind: Some(Kind::Delete(Delete {
+                account_id: "acct".into(),
+                gateway_id: "gw".into(),
+                ids: ids(&rows[12..14]),
+            })),
+        })
+        .unwrap();
+    assert_eq!(applied.affected, 2);
+    assert!(applied.deleted_packs.is_empty());
+    let erased: Vec<(&str, u64, u64)> = applied
+        .erased
+        .iter()
+        .map(|d| (d.pack_key.as_str(), d.offset, d.len))
+        .collect();
+    assert_eq!(
+        erased,
+        [
+            ("acct/gw/0000000000000001.pack", 200, 100),
+            ("acct/gw/0000000000000001.pack", 300, 100)
+        ]
+    );
+
     let applied = index
         .apply(Command {
             kind: Some(Kind::DeleteGateway(DeleteGateway {
@@ -433,10 +471,19 @@ fn deletes_remove_rows_indexes_and_counters_and_return_body_keys() {
             })),
         })
         .unwrap();
-    assert_eq!(applied.affected, 20);
+    assert_eq!(applied.affected, 18);
+    let mut packs = applied.deleted_packs.clone();
+    packs.sort();
+    assert_eq!(
+        packs,
+        [
+            "acct/gw/0000000000000001.pack",
+            "acct/gw/0000000000000002.pack"
+        ]
+    );
     assert!(
         index.gateway_is_empty("acct", "gw").unwrap(),
-        "no rows, index entries or counters left"
+        "no rows, index entries, counters or packs left"
     );
     assert_eq!(
         index.count("acct", "keep", Field::All, b"").unwrap(),
@@ -567,20 +614,93 @@ fn invalid_queries_name_the_filter() {
 }
 
 #[test]
-fn derived_body_keys_are_not_stored_but_read_back() {
-    use aigw_logindex::{BodyPart, body_key};
+fn names_are_not_stored_but_read_back() {
     use prost::Message;
     let (_dir, index) = open();
-    let mut r = row("acct", "gw", 1);
+    let r = row("acct-with-a-long-name", "gateway", 1);
     let id = Ulid::from_bytes(r.id.as_ref().try_into().unwrap());
-    r.request_body_key = Some(body_key("acct", "gw", id, BodyPart::Request));
-    r.response_body_key = Some(body_key("acct", "gw", id, BodyPart::Response));
     insert(&index, vec![r.clone()]);
-    assert_eq!(index.get("acct", "gw", id).unwrap(), Some(r.clone()));
+    assert_eq!(
+        index.get("acct-with-a-long-name", "gateway", id).unwrap(),
+        Some(r.clone())
+    );
+    assert_eq!(
+        index.get("acct-with-a-long-nam", "egateway", id).unwrap(),
+        None
+    );
     let stored = index.footprint().unwrap().row_bytes as usize;
     let verbatim = r.encoded_len() - r.id.len() + 1 + 16 + 8;
     assert!(
-        stored + 50 < verbatim,
-        "keys are derived, not stored: {stored} vs {verbatim}"
+        stored + 25 < verbatim,
+        "names are not stored in rows: {stored} vs {verbatim}"
+    );
+}
+
+#[test]
+fn refused_and_duplicate_rows_report_their_packs_and_replays_report_nothing() {
+    let (_dir, index) = open();
+    let first: Vec<LogRecord> = (0..10).map(|i| row("acct", "gw", i)).collect();
+    let applied = index
+        .apply(Command {
+            kind: Some(Kind::Insert(Insert {
+                rows: first.clone(),
+            })),
+        })
+        .unwrap();
+    assert_eq!(applied.affected, 10);
+    assert!(applied.deleted_packs.is_empty() && applied.erased.is_empty());
+
+    // The same entry applied again (a replay after a crash) changes and reports nothing.
+    let replay = index
+        .apply(Command {
+            kind: Some(Kind::Insert(Insert {
+                rows: first.clone(),
+            })),
+        })
+        .unwrap();
+    assert_eq!(replay, Default::default());
+
+    // A retried batch: the same rows with their bodies in a new pack, which nothing uses.
+    let retried: Vec<LogRecord> = first
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.bodies.as_mut().unwrap().pack = 77;
+            r
+        })
+        .collect();
+    let applied = index
+        .apply(Command {
+            kind: Some(Kind::Insert(Insert { rows: retried })),
+        })
+        .unwrap();
+    assert_eq!(applied.affected, 0);
+    assert_eq!(applied.deleted_packs, ["acct/gw/000000000000004d.pack"]);
+
+    // Rows created before the gateway's deletion are refused with their bodies; a pack shared
+    // with admitted rows stays, and the refused frames are erased.
+    index
+        .apply(Command {
+            kind: Some(Kind::DeleteGateway(DeleteGateway {
+                account_id: "acct".into(),
+                gateway_id: "gw".into(),
+                deleted_at_ms: 1_700_000_000_015,
+            })),
+        })
+        .unwrap();
+    let straddling: Vec<LogRecord> = (10..20).map(|i| row("acct", "gw", i)).collect();
+    let applied = index
+        .apply(Command {
+            kind: Some(Kind::Insert(Insert { rows: straddling })),
+        })
+        .unwrap();
+    assert_eq!(applied.affected, 4, "rows 16..20 are after the deletion");
+    assert!(applied.deleted_packs.is_empty());
+    assert_eq!(applied.erased.len(), 6);
+    assert!(
+        applied
+            .erased
+            .iter()
+            .all(|d| d.pack_key == "acct/gw/0000000000000001.pack")
     );
 }

@@ -126,8 +126,8 @@ impl From<&LogRecord> for shard::LogRecord {
             user_agent: r.user_agent.clone(),
             authentication: r.authentication,
             payload_collected: r.payload_collected,
-            request_body_key: r.request_body_key.clone(),
-            response_body_key: r.response_body_key.clone(),
+            // Assigned by the shard when it stores the bodies.
+            bodies: None,
             request_body_truncated: r.request_body_truncated,
             response_body_truncated: r.response_body_truncated,
         }
@@ -178,8 +178,6 @@ impl TryFrom<shard::LogRecord> for LogRecord {
             user_agent: p.user_agent,
             authentication: p.authentication,
             payload_collected: p.payload_collected,
-            request_body_key: p.request_body_key,
-            response_body_key: p.response_body_key,
             request_body_truncated: p.request_body_truncated,
             response_body_truncated: p.response_body_truncated,
         })

@@ -2,11 +2,13 @@
 //!
 //! This crate owns one shard's behaviour: the [`ShardApp`] that plugs the log index into a Raft
 //! group (commands in, deterministic state out, fuzzy snapshots), and the [`ShardService`] that
-//! serves `aigw.shard.v1` on the group's leader — bodies go to the blob store before their rows
-//! are proposed, deletions remove bodies after they commit, reads are linearizable. It must not
+//! serves `aigw.shard.v1` on the group's leader — a batch's bodies go to the blob store, packed
+//! into one object per gateway, before their rows are proposed; deletions remove or erase
+//! bodies after they commit; reads are linearizable. It must not
 //! know about HTTP or the management API's wire format; it speaks the gRPC contract only.
 
 mod app;
+mod packing;
 mod service;
 
 pub use app::ShardApp;

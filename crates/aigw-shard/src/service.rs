@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
-use aigw_blob::{BlobError, BlobStore};
+use std::collections::BTreeMap;
+
+use aigw_blob::{BlobError, BlobStore, ByteRange, Codec};
 use aigw_logindex::command::{Applied, Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
-use aigw_logindex::{BodyPart, CompiledQuery, IndexError, LogIndex, body_key};
+use aigw_logindex::{CompiledQuery, IndexError, LogIndex, pack_key};
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{
     BodyKind, DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
-    GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestEntry, IngestRequest,
-    IngestResponse, ListLogsRequest, ListLogsResponse, LogQuery, LogRecord, UpdateLogRequest,
-    UpdateLogResponse,
+    GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestRequest, IngestResponse,
+    ListLogsRequest, ListLogsResponse, LogQuery, UpdateLogRequest, UpdateLogResponse,
 };
 use aigw_raft::{GroupHandle, ReadError, WriteError};
 use aigw_types::unix_now_ms;
@@ -20,6 +21,7 @@ use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
 use crate::LEADER_METADATA;
+use crate::packing::{PackError, PackIds, pack_batch};
 
 /// Ids per replicated delete command, so entries stay small.
 const DELETE_IDS_PER_COMMAND: usize = 10_000;
@@ -31,6 +33,8 @@ pub struct ShardService {
     index: LogIndex,
     group: GroupHandle,
     blobs: Arc<dyn BlobStore>,
+    codec: Codec,
+    pack_ids: Arc<PackIds>,
 }
 
 impl ShardService {
@@ -40,7 +44,15 @@ impl ShardService {
             index,
             group,
             blobs,
+            codec: Codec::default(),
+            pack_ids: Arc::new(PackIds::new()),
         }
+    }
+
+    /// Frames bodies with `codec` (e.g. a decode limit that fits the largest stored body).
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
     }
 
     async fn propose(&self, kind: Kind) -> Result<Applied, Status> {
@@ -68,47 +80,28 @@ impl ShardService {
             .map_err(index_status)
     }
 
-    async fn delete_bodies(&self, keys: Vec<String>) {
-        if keys.is_empty() {
-            return;
-        }
+    /// Removes the bodies a command left without a row: whole packs, and frames inside packs
+    /// that other rows still use.
+    async fn discard_bodies(&self, applied: &Applied) {
         // Rows are gone already; a body left behind is garbage, never visible, so log and go on.
-        if let Err(e) = self.blobs.delete(&keys).await {
-            tracing::warn!(error = %e, bodies = keys.len(), "deleting bodies of deleted logs failed");
+        if !applied.deleted_packs.is_empty()
+            && let Err(e) = self.blobs.delete(&applied.deleted_packs).await
+        {
+            let packs = applied.deleted_packs.len();
+            tracing::warn!(error = %e, packs, "deleting body packs of deleted logs failed");
         }
-    }
-
-    /// The row of an entry, with the object keys its bodies will be stored under, and those
-    /// bodies.
-    fn prepare(entry: IngestEntry, bodies: &mut Vec<(String, Bytes)>) -> Result<LogRecord, Status> {
-        let mut row = entry
-            .record
-            .ok_or_else(|| Status::invalid_argument("ingest entry without a record"))?;
-        let id = parse_id(&row.id)?;
-        if row.account_id.is_empty() || row.gateway_id.is_empty() {
-            return Err(Status::invalid_argument(
-                "record without account_id or gateway_id",
-            ));
+        let mut by_pack: BTreeMap<&str, Vec<ByteRange>> = BTreeMap::new();
+        for dead in &applied.erased {
+            by_pack.entry(&dead.pack_key).or_default().push(ByteRange {
+                offset: dead.offset,
+                len: dead.len,
+            });
         }
-        for (body, part, slot) in [
-            (
-                entry.request_body,
-                BodyPart::Request,
-                &mut row.request_body_key,
-            ),
-            (
-                entry.response_body,
-                BodyPart::Response,
-                &mut row.response_body_key,
-            ),
-        ] {
-            if let Some(body) = body {
-                let key = body_key(&row.account_id, &row.gateway_id, id, part);
-                bodies.push((key.clone(), body));
-                *slot = Some(key);
+        for (key, ranges) in by_pack {
+            if let Err(e) = self.blobs.erase(key, ranges).await {
+                tracing::warn!(error = %e, pack = key, "erasing bodies of deleted logs failed");
             }
         }
-        Ok(row)
     }
 }
 
@@ -191,16 +184,24 @@ impl Shard for ShardService {
             ));
         }
         let entries = request.into_inner().entries;
-        let mut bodies = Vec::with_capacity(entries.len() * 2);
-        let rows = entries
-            .into_iter()
-            .map(|entry| Self::prepare(entry, &mut bodies))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (codec, ids) = (self.codec, self.pack_ids.clone());
+        let batch = tokio::task::spawn_blocking(move || pack_batch(entries, codec, &ids))
+            .await
+            .map_err(|e| Status::internal(format!("packing task failed: {e}")))?
+            .map_err(|e| match e {
+                PackError::InvalidEntry(m) => Status::invalid_argument(m),
+                PackError::Blob(b) => blob_status(b),
+            })?;
         // Every body is durable before the rows that point to it are proposed.
-        self.blobs.put_many(bodies).await.map_err(blob_status)?;
-        let applied = self.propose(Kind::Insert(Insert { rows })).await?;
+        self.blobs
+            .put_many(batch.packs)
+            .await
+            .map_err(blob_status)?;
+        let applied = self
+            .propose(Kind::Insert(Insert { rows: batch.rows }))
+            .await?;
         // Logs of a gateway deleted while they were in flight are refused; so are their bodies.
-        self.delete_bodies(applied.deleted_body_keys).await;
+        self.discard_bodies(&applied).await;
         Ok(Response::new(IngestResponse {
             accepted: u32::try_from(applied.affected).unwrap_or(u32::MAX),
         }))
@@ -249,26 +250,36 @@ impl Shard for ShardService {
             .read(move |index| index.get(&r.account_id, &r.gateway_id, id))
             .await?
             .ok_or_else(|| log_not_found(id))?;
-        let (key, content_type, truncated, name) = match kind {
+        let location = log.bodies.unwrap_or_default();
+        let (range, content_type, truncated, name) = match kind {
             BodyKind::Request => (
-                log.request_body_key,
+                ByteRange {
+                    offset: location.offset,
+                    len: location.request_len,
+                },
                 log.request_content_type,
                 log.request_body_truncated,
                 "request",
             ),
             BodyKind::Response => (
-                log.response_body_key,
+                ByteRange {
+                    offset: location.offset + location.request_len,
+                    len: location.response_len,
+                },
                 log.response_content_type,
                 log.response_body_truncated,
                 "response",
             ),
         };
-        let key = key.ok_or_else(|| {
-            Status::not_found(format!(
+        if range.len == 0 {
+            return Err(Status::not_found(format!(
                 "the {name} body of log `{id}` was not stored (cf-aig-collect-log-payload: false)"
-            ))
-        })?;
-        let body: Bytes = self.blobs.get(&key).await.map_err(blob_status)?;
+            )));
+        }
+        let key = pack_key(&log.account_id, &log.gateway_id, location.pack);
+        let body: Bytes = aigw_blob::pack::read_body(&*self.blobs, &self.codec, &key, range)
+            .await
+            .map_err(blob_status)?;
         Ok(Response::new(GetBodyResponse {
             body,
             content_type,
@@ -339,7 +350,7 @@ impl Shard for ShardService {
                 }))
                 .await?;
             deleted += applied.affected;
-            self.delete_bodies(applied.deleted_body_keys).await;
+            self.discard_bodies(&applied).await;
         }
         Ok(Response::new(DeleteLogsResponse { deleted }))
     }
@@ -357,7 +368,7 @@ impl Shard for ShardService {
                 deleted_at_ms: unix_now_ms(),
             }))
             .await?;
-        self.delete_bodies(applied.deleted_body_keys).await;
+        self.discard_bodies(&applied).await;
         Ok(Response::new(DeleteGatewayResponse {
             deleted: applied.affected,
         }))

@@ -140,12 +140,13 @@ async fn ingest_query_update_and_delete_round_trip() {
         0,
         "re-sent batches are not duplicated"
     );
+    let packs = blobs.keys();
     assert_eq!(
-        blobs.keys().len(),
-        16,
-        "two bodies for each of the 8 logs that kept payloads"
+        packs.len(),
+        1,
+        "one pack holds the batch's bodies; the re-sent batch's pack was discarded: {packs:?}"
     );
-    assert!(blobs.keys().iter().all(|k| k.starts_with("acct/gw/")));
+    assert!(packs[0].starts_with("acct/gw/") && packs[0].ends_with(".pack"));
 
     let (found, total) = list(&s.service, query("gw", vec![model_is("a")])).await;
     assert_eq!(total, 5);
@@ -194,6 +195,20 @@ async fn ingest_query_update_and_delete_round_trip() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
 
+    let six = s
+        .service
+        .get_log(Request::new(GetLogRequest {
+            account_id: "acct".into(),
+            gateway_id: "gw".into(),
+            id: ids[6].clone().into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .log
+        .unwrap()
+        .bodies
+        .unwrap();
     let deleted = s
         .service
         .delete_logs(Request::new(DeleteLogsRequest {
@@ -208,8 +223,17 @@ async fn ingest_query_update_and_delete_round_trip() {
         list(&s.service, query("gw", vec![model_is("a")])).await.1,
         3
     );
-    // The two newest "a" logs are #8 (no payload kept) and #6 (two bodies).
-    assert_eq!(blobs.keys().len(), 14, "bodies of deleted logs are deleted");
+    // The two newest "a" logs are #8 (no payload kept) and #6 (two bodies): the pack stays for
+    // the other logs, #6's frames in it are erased.
+    assert_eq!(blobs.keys(), packs);
+    let pack = blobs.get(&packs[0]).await.unwrap();
+    let frames = six.offset as usize..(six.offset + six.request_len + six.response_len) as usize;
+    assert!(pack[frames].iter().all(|b| *b == 0), "erased");
+    assert_eq!(
+        body(&s.service, &ids[4], BodyKind::Request).await.unwrap(),
+        br#"{"model":"a"}"#,
+        "the other logs' bodies are intact"
+    );
 
     let gone = s
         .service
@@ -232,23 +256,27 @@ async fn corrupt_or_missing_bodies_are_clear_errors_and_the_shard_keeps_serving(
     let e = entry(0, "gw", "a", true);
     let id = e.record.as_ref().unwrap().id.to_vec();
     ingest(&s.service, vec![e]).await.unwrap();
-    let key = blobs
-        .keys()
-        .into_iter()
-        .find(|k| k.ends_with(".request"))
-        .unwrap();
-    blobs.raw_put(key.clone(), b"not a stored body".to_vec());
+    let key = blobs.keys().pop().unwrap();
+    // Flip a byte in the middle of the request frame (the pack's first frame).
+    let mut pack = blobs.get(&key).await.unwrap().to_vec();
+    let request_len = pack.len() / 2;
+    pack[request_len / 2] ^= 0xff;
+    blobs.put(&key, pack.into()).await.unwrap();
     let err = body(&s.service, &id, BodyKind::Request).await.unwrap_err();
     assert_eq!(err.code(), Code::DataLoss);
     assert!(err.message().contains(&key), "{}", err.message());
+    assert_eq!(
+        body(&s.service, &id, BodyKind::Response).await.unwrap(),
+        br#"{"ok":true}"#,
+        "the other frame of the pack still reads"
+    );
+    blobs.put(&key, "short".into()).await.unwrap();
+    let err = body(&s.service, &id, BodyKind::Response).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "a range past the end");
     blobs.delete(std::slice::from_ref(&key)).await.unwrap();
     let err = body(&s.service, &id, BodyKind::Request).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // Everything else still works.
-    assert_eq!(
-        body(&s.service, &id, BodyKind::Response).await.unwrap(),
-        br#"{"ok":true}"#
-    );
     assert_eq!(
         ingest(&s.service, vec![entry(1, "gw", "a", true)])
             .await

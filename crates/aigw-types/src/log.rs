@@ -44,8 +44,8 @@ pub enum RequestOutcome {
 
 /// One proxied request, as stored in the log index (DESIGN.md §5).
 ///
-/// Bodies are not part of the record; the store keeps them in object storage and records their
-/// keys in [`LogRecord::request_body_key`] / [`LogRecord::response_body_key`].
+/// Bodies are not part of the record: the edge ships them beside it, and the store keeps them in
+/// object storage and records where in its own copy of the row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Unique, time-ordered id; also returned to the client in `cf-aig-log-id`.
@@ -116,10 +116,6 @@ pub struct LogRecord {
     pub authentication: bool,
     /// Whether request/response bodies were captured (`cf-aig-collect-log-payload`).
     pub payload_collected: bool,
-    /// Object key of the stored request body.
-    pub request_body_key: Option<String>,
-    /// Object key of the stored response body.
-    pub response_body_key: Option<String>,
     /// Whether the stored request body was cut at the configured maximum.
     pub request_body_truncated: bool,
     /// Whether the stored response body was cut at the configured maximum.
@@ -171,8 +167,6 @@ impl LogRecord {
             user_agent: None,
             authentication: false,
             payload_collected: false,
-            request_body_key: None,
-            response_body_key: None,
             request_body_truncated: false,
             response_body_truncated: false,
         }

@@ -29,13 +29,17 @@ const SHARD_GROUP: GroupId = 1;
 /// How long a fresh single-member group may take to elect itself.
 const ELECTION_WAIT: Duration = Duration::from_secs(15);
 
-async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
-    let blob = &config.blob;
-    // Stored bodies are at most `max_body_bytes`; reading one back must never be refused.
+/// How bodies are framed: stored bodies are at most `max_body_bytes`, and reading one back must
+/// never be refused.
+fn body_codec(config: &Config) -> Codec {
     let max_decoded = usize::try_from(config.proxy.max_body_bytes)
         .unwrap_or(usize::MAX)
         .max(DEFAULT_MAX_DECODED_BYTES);
-    let codec = Codec::new(max_decoded);
+    Codec::new(max_decoded)
+}
+
+async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let blob = &config.blob;
     Ok(match blob.kind {
         BlobKind::Fs => {
             let mut root = if blob.path.is_empty() {
@@ -46,11 +50,7 @@ async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
             if !blob.prefix.is_empty() {
                 root = root.join(blob.prefix.trim_matches('/'));
             }
-            Arc::new(
-                FsBlobStore::open(root)
-                    .context("cannot open the blob directory")?
-                    .with_codec(codec),
-            )
+            Arc::new(FsBlobStore::open(root).context("cannot open the blob directory")?)
         }
         BlobKind::S3 => {
             let optional = |s: &str| (!s.is_empty()).then(|| s.to_owned());
@@ -64,8 +64,7 @@ async fn open_blobs(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
                 prefix: blob.prefix.clone(),
             })
             .await
-            .context("cannot configure the S3 blob store")?
-            .with_codec(codec);
+            .context("cannot configure the S3 blob store")?;
             store
                 .ensure_bucket()
                 .await
@@ -124,7 +123,9 @@ pub async fn serve(
     let shard_group =
         start_single_member(&node, SHARD_GROUP, Arc::new(ShardApp::new(index.clone()))).await?;
 
-    let shard = Arc::new(ShardService::new(index, shard_group, blobs.clone()));
+    let shard = Arc::new(
+        ShardService::new(index, shard_group, blobs.clone()).with_codec(body_codec(&config)),
+    );
     let gateways = Arc::new(GatewaysService::new(registry.clone(), accounts));
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
