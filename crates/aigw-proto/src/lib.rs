@@ -26,3 +26,15 @@ pub mod raft {
 }
 
 pub use convert::{ConvertError, id_from_bytes, metadata_from_proto, metadata_to_proto};
+
+/// gRPC metadata naming the shard group an `aigw.shard.v1` call is for (decimal group id): one
+/// node serves many groups behind one service.
+pub const GROUP_METADATA: &str = "aigw-group";
+
+/// The largest `aigw.shard.v1` message either side sends or accepts: an ingest batch carries
+/// the bodies of its logs (tonic's default of 4 MiB would refuse a batch with one large body).
+pub const MAX_SHARD_MESSAGE_BYTES: usize = 1 << 30;
+
+/// gRPC metadata carrying the leader's address when a replica that does not lead refuses a
+/// call (`FAILED_PRECONDITION`), so the caller can go straight there.
+pub const LEADER_METADATA: &str = "aigw-leader";

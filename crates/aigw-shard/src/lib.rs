@@ -8,11 +8,10 @@
 //! know about HTTP or the management API's wire format; it speaks the gRPC contract only.
 
 mod app;
+mod host;
 mod packing;
 mod service;
 
 pub use app::ShardApp;
+pub use host::ShardHost;
 pub use service::ShardService;
-
-/// gRPC metadata key carrying the leader's address when a follower refuses a request.
-pub const LEADER_METADATA: &str = "aigw-leader";

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use aigw_blob::{BlobError, BlobStore, ByteRange, Codec};
 use aigw_logindex::command::{Applied, Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
 use aigw_logindex::{CompiledQuery, IndexError, LogIndex, pack_key};
+use aigw_proto::LEADER_METADATA;
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{
     BodyKind, DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
@@ -20,7 +21,6 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
-use crate::LEADER_METADATA;
 use crate::packing::{PackError, PackIds, pack_batch};
 
 /// Ids per replicated delete command, so entries stay small.

@@ -13,10 +13,11 @@ use aigw_blob_s3::{S3BlobStore, S3Settings};
 use aigw_config::{BlobKind, Config};
 use aigw_edge::{Edge, ShardLogSink};
 use aigw_logindex::LogIndex;
+use aigw_proto::MAX_SHARD_MESSAGE_BYTES;
 use aigw_proto::admin::gateways_server::GatewaysServer;
 use aigw_proto::shard::shard_server::ShardServer;
 use aigw_raft::{GroupHandle, GroupId, NodeConfig, RaftNode};
-use aigw_shard::{ShardApp, ShardService};
+use aigw_shard::{ShardApp, ShardHost, ShardService};
 use anyhow::Context;
 use tokio::sync::oneshot;
 
@@ -127,6 +128,9 @@ pub async fn serve(
         ShardService::new(index, shard_group, blobs.clone()).with_codec(body_codec(&config)),
     );
     let gateways = Arc::new(GatewaysService::new(registry.clone(), accounts));
+    // Remote callers name the group; in-process callers use the shard service directly.
+    let shard_host = ShardHost::new();
+    shard_host.insert(SHARD_GROUP, shard.clone());
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -134,7 +138,11 @@ pub async fn serve(
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
         .add_service(node.grpc_service())
-        .add_service(ShardServer::from_arc(shard.clone()))
+        .add_service(
+            ShardServer::new(shard_host)
+                .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES),
+        )
         .add_service(GatewaysServer::from_arc(gateways.clone()))
         .serve_with_incoming_shutdown(tokio_stream_incoming(grpc_listener), async {
             let _ = grpc_stopped.await;

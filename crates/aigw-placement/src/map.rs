@@ -1,0 +1,404 @@
+//! The versioned shard map: nodes, the replica placement of every shard group, and the
+//! gateway → group mapping.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashring::HashRing;
+use serde::{Deserialize, Serialize};
+
+use crate::error::PlacementError;
+use crate::hash::{GroupKey, StableHashBuilder, VNode, gateway_key, jump_consistent_hash};
+use crate::{GroupId, NodeId};
+
+/// Virtual nodes per physical node when the operator does not say otherwise.
+///
+/// Balance is statistical and has two sources of spread. The ring's arcs: with 1,024 groups
+/// on 4–10 nodes, the fullest node was within 6–17 % of the mean at 256 points per node,
+/// 14–22 % at 128 (20 node-id sets each). And which groups happen to hash where, which no
+/// number of points removes: with only 64 groups on 5 nodes (~38 replicas each) the worst
+/// node was 22 % off at 256 points, and on 8–10 nodes (~20 each) 40–50 %; that part shrinks
+/// with the square root of the replicas per node, so plan hundreds of groups for an even
+/// spread on many nodes. 512 points bought little over 256, and the ring is cloned once per
+/// group planned, so size is not free.
+pub const DEFAULT_VNODES_PER_NODE: u32 = 256;
+
+/// Replicas per shard group in a cluster.
+pub const DEFAULT_REPLICATION: usize = 3;
+
+/// The Raft group of the account manager (metadata); shard groups are numbered from 1.
+pub const METADATA_GROUP: GroupId = 0;
+
+/// Whether a node takes new replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Holds replicas and receives new ones.
+    Active,
+    /// Keeps the replicas it has until they are moved away, but receives no new ones: a
+    /// rebalance places nothing on it.
+    Draining,
+}
+
+/// A physical shard node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id, also its Raft node id in every group it serves.
+    pub id: NodeId,
+    /// Its gRPC address (`host:port`), for the raft and shard services.
+    pub addr: String,
+    /// Whether it takes new replicas.
+    pub state: NodeState,
+}
+
+impl NodeInfo {
+    /// An Active node.
+    pub fn active(id: NodeId, addr: impl Into<String>) -> Self {
+        Self {
+            id,
+            addr: addr.into(),
+            state: NodeState::Active,
+        }
+    }
+
+    /// A Draining node.
+    pub fn draining(id: NodeId, addr: impl Into<String>) -> Self {
+        Self {
+            id,
+            addr: addr.into(),
+            state: NodeState::Draining,
+        }
+    }
+}
+
+/// Where one shard group's replicas live.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GroupPlacement {
+    /// Distinct nodes holding a replica; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+}
+
+/// One step of moving a group's replicas from the current map towards a target map.
+///
+/// Each step changes one replica, even when a group's target differs in several: add `add`
+/// as a learner, promote it to voter once caught up, then remove `remove`, so the group keeps
+/// its full replica count throughout. `add` is `None` only when the target has fewer replicas
+/// than the current placement (replication lowered, or the group is gone); `remove` is `None`
+/// when the group only gains a replica (or is new and must be created). Never both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplicaMove {
+    /// The group changing.
+    pub group: GroupId,
+    /// The node gaining a replica.
+    pub add: Option<NodeId>,
+    /// The node losing one, after `add` has caught up.
+    pub remove: Option<NodeId>,
+}
+
+/// The cluster's node list and placement at one version.
+///
+/// Built only by [`ShardMap::plan`], [`ShardMap::rebalance`] or deserialization, all of which
+/// check its invariants: node ids and addresses unique, groups numbered `1..=n`, each group's
+/// replicas distinct known nodes. Placement is a pure function of (nodes, group ids,
+/// replication, vnodes per node), so any process can recompute and verify a map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawShardMap")]
+pub struct ShardMap {
+    version: u64,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    groups: BTreeMap<GroupId, GroupPlacement>,
+}
+
+/// The serialized shape of a [`ShardMap`], validated before it becomes one.
+#[derive(Deserialize)]
+struct RawShardMap {
+    version: u64,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    groups: BTreeMap<GroupId, GroupPlacement>,
+}
+
+impl TryFrom<RawShardMap> for ShardMap {
+    type Error = PlacementError;
+
+    fn try_from(raw: RawShardMap) -> Result<Self, PlacementError> {
+        for (&key, node) in &raw.nodes {
+            if key != node.id {
+                return Err(PlacementError::NodeKeyMismatch { key, id: node.id });
+            }
+        }
+        check_addresses(raw.nodes.values())?;
+        if raw.groups.is_empty() {
+            return Err(PlacementError::NoGroups);
+        }
+        let last = raw.groups.len() as GroupId;
+        for (expected, (&group, placement)) in (1..).zip(&raw.groups) {
+            if group != expected {
+                return Err(PlacementError::GroupNumbering {
+                    expected_last: last,
+                    found: group,
+                });
+            }
+            let invalid = |reason| PlacementError::InvalidReplicas {
+                group,
+                replicas: placement.replicas.clone(),
+                reason,
+            };
+            if placement.replicas.is_empty() {
+                return Err(invalid("no replica"));
+            }
+            let distinct: BTreeSet<_> = placement.replicas.iter().collect();
+            if distinct.len() != placement.replicas.len() {
+                return Err(invalid("a node is listed twice"));
+            }
+            if !placement.replicas.iter().all(|n| raw.nodes.contains_key(n)) {
+                return Err(invalid("a node is not in the node list"));
+            }
+        }
+        Ok(Self {
+            version: raw.version,
+            nodes: raw.nodes,
+            groups: raw.groups,
+        })
+    }
+}
+
+impl ShardMap {
+    /// A fresh map at version 1: groups `1..=shard_groups`, each on `replication` distinct
+    /// Active nodes.
+    ///
+    /// Each Active node puts `vnodes_per_node` points on a hash ring; a group hashes its id
+    /// onto the ring and walks clockwise, taking each physical node the first time it meets
+    /// one, until it has `replication`. Draining nodes are listed but get nothing.
+    pub fn plan(
+        nodes: impl IntoIterator<Item = NodeInfo>,
+        shard_groups: u32,
+        replication: usize,
+        vnodes_per_node: u32,
+    ) -> Result<Self, PlacementError> {
+        if shard_groups == 0 {
+            return Err(PlacementError::NoGroups);
+        }
+        place(
+            1,
+            nodes,
+            1..=GroupId::from(shard_groups),
+            replication,
+            vnodes_per_node,
+        )
+    }
+
+    /// The target map for a new node set (a node added, removed, or marked Draining), one
+    /// version on, with the same groups.
+    ///
+    /// The target is recomputed from scratch exactly as [`ShardMap::plan`] would, which is what
+    /// keeps it minimal: the ring walk only changes where the changed node sits in it, so one
+    /// node added (or removed, or drained) changes at most one replica per group, and only in
+    /// groups whose walk meets that node. [`ShardMap::moves`] lists the steps from here to the
+    /// target. Draining nodes stay in the node list (their replicas live there until moved).
+    pub fn rebalance(
+        &self,
+        new_nodes: impl IntoIterator<Item = NodeInfo>,
+        replication: usize,
+        vnodes_per_node: u32,
+    ) -> Result<Self, PlacementError> {
+        let version = self
+            .version
+            .checked_add(1)
+            .ok_or(PlacementError::VersionExhausted {
+                version: self.version,
+            })?;
+        place(
+            version,
+            new_nodes,
+            self.groups.keys().copied(),
+            replication,
+            vnodes_per_node,
+        )
+    }
+
+    /// The steps from this map's placement to `target`'s, group by group in id order.
+    ///
+    /// A group whose replica set is the same in both (whatever the order) has none. Otherwise
+    /// the nodes it gains are paired with the nodes it loses, one [`ReplicaMove`] per pair, so
+    /// that each step changes a single replica even when a group changes several at once;
+    /// unpaired gains or losses become steps with `remove` or `add` left `None`. Groups only
+    /// in the target appear as adds of all their replicas, groups only here as removals.
+    pub fn moves(&self, target: &ShardMap) -> Vec<ReplicaMove> {
+        let groups: BTreeSet<GroupId> = self
+            .groups
+            .keys()
+            .chain(target.groups.keys())
+            .copied()
+            .collect();
+        let mut moves = Vec::new();
+        for group in groups {
+            let current = self.replicas(group).unwrap_or_default();
+            let wanted = target.replicas(group).unwrap_or_default();
+            let adds: Vec<NodeId> = wanted
+                .iter()
+                .filter(|n| !current.contains(n))
+                .copied()
+                .collect();
+            let removes: Vec<NodeId> = current
+                .iter()
+                .filter(|n| !wanted.contains(n))
+                .copied()
+                .collect();
+            for i in 0..adds.len().max(removes.len()) {
+                moves.push(ReplicaMove {
+                    group,
+                    add: adds.get(i).copied(),
+                    remove: removes.get(i).copied(),
+                });
+            }
+        }
+        moves
+    }
+
+    /// The shard group owning an (account, gateway) pair.
+    ///
+    /// Jump consistent hash over the groups `1..=n` of the SHA-256 key of the pair, not a
+    /// second ring: it needs no ring kept per map, spreads gateways as evenly as the keys are
+    /// random (a ring needs hundreds of points per group to get close), and growing from n to
+    /// m groups moves exactly the gateways that land in the new groups, an expected
+    /// (m − n) / m. Its one limit — only the highest group can ever be taken away — is no
+    /// limit here: groups are added, never removed. The result depends only on the strings
+    /// and the number of groups, never on the process, platform or version.
+    pub fn group_for(&self, account: &str, gateway: &str) -> GroupId {
+        let buckets = self.groups.len() as u64;
+        jump_consistent_hash(gateway_key(account, gateway), buckets) + 1
+    }
+
+    /// The replicas of `group`, preferred leader first; `None` for an unknown group.
+    pub fn replicas(&self, group: GroupId) -> Option<&[NodeId]> {
+        self.groups.get(&group).map(|p| p.replicas.as_slice())
+    }
+
+    /// The node with id `id`.
+    pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.nodes.get(&id)
+    }
+
+    /// The map's version; every rebalance increments it.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every node, Active or Draining, by id.
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
+        &self.nodes
+    }
+
+    /// Every shard group's placement, by id (`1..=n`).
+    pub fn groups(&self) -> &BTreeMap<GroupId, GroupPlacement> {
+        &self.groups
+    }
+}
+
+/// Validates `nodes` and places `groups` on their Active members.
+fn place(
+    version: u64,
+    nodes: impl IntoIterator<Item = NodeInfo>,
+    groups: impl IntoIterator<Item = GroupId>,
+    replication: usize,
+    vnodes_per_node: u32,
+) -> Result<ShardMap, PlacementError> {
+    if replication == 0 {
+        return Err(PlacementError::ZeroReplication);
+    }
+    if vnodes_per_node == 0 {
+        return Err(PlacementError::NoVirtualNodes);
+    }
+    let mut by_id = BTreeMap::new();
+    for node in nodes {
+        if by_id.contains_key(&node.id) {
+            return Err(PlacementError::DuplicateNodeId { id: node.id });
+        }
+        by_id.insert(node.id, node);
+    }
+    check_addresses(by_id.values())?;
+    let active = by_id
+        .values()
+        .filter(|n| n.state == NodeState::Active)
+        .count();
+    if active < replication {
+        return Err(PlacementError::TooFewActiveNodes {
+            active,
+            draining: by_id.len() - active,
+            replication,
+        });
+    }
+
+    let ring = node_ring(&by_id, vnodes_per_node);
+    let groups = groups
+        .into_iter()
+        .map(|group| {
+            let replicas = walk(&ring, group, replication);
+            (group, GroupPlacement { replicas })
+        })
+        .collect();
+    Ok(ShardMap {
+        version,
+        nodes: by_id,
+        groups,
+    })
+}
+
+/// Rejects empty and shared addresses.
+fn check_addresses<'a>(nodes: impl Iterator<Item = &'a NodeInfo>) -> Result<(), PlacementError> {
+    let mut seen: BTreeMap<&str, NodeId> = BTreeMap::new();
+    for node in nodes {
+        if node.addr.is_empty() {
+            return Err(PlacementError::EmptyAddress { id: node.id });
+        }
+        if let Some(&first) = seen.get(node.addr.as_str()) {
+            return Err(PlacementError::DuplicateAddress {
+                addr: node.addr.clone(),
+                first,
+                second: node.id,
+            });
+        }
+        seen.insert(&node.addr, node.id);
+    }
+    Ok(())
+}
+
+/// The ring of virtual nodes of the Active nodes.
+fn node_ring(
+    nodes: &BTreeMap<NodeId, NodeInfo>,
+    vnodes_per_node: u32,
+) -> HashRing<VNode, StableHashBuilder> {
+    let points = nodes
+        .values()
+        .filter(|n| n.state == NodeState::Active)
+        .flat_map(|n| (0..vnodes_per_node).map(move |index| VNode { node: n.id, index }))
+        .collect();
+    let mut ring = HashRing::with_hasher(StableHashBuilder);
+    ring.batch_add(points);
+    ring
+}
+
+/// The first `replication` distinct physical nodes met walking the ring from `group`'s hash.
+///
+/// hashring 0.3 can walk but not skip: `get_with_replicas(key, k)` returns the owning point
+/// and the `k` points after it, repeats included (and, past the ring's length, wraps). Asking
+/// for `len - 1` gives every point exactly once in walk order, which we dedupe into physical
+/// nodes. It clones the ring per call — O(nodes × vnodes) per group, fine for a control-plane
+/// computation done once per membership change.
+fn walk(
+    ring: &HashRing<VNode, StableHashBuilder>,
+    group: GroupId,
+    replication: usize,
+) -> Vec<NodeId> {
+    let points = ring
+        .get_with_replicas(&GroupKey(group), ring.len().saturating_sub(1))
+        .unwrap_or_default();
+    let mut replicas = Vec::with_capacity(replication);
+    for point in points {
+        if !replicas.contains(&point.node) {
+            replicas.push(point.node);
+            if replicas.len() == replication {
+                break;
+            }
+        }
+    }
+    replicas
+}
