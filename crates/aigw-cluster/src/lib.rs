@@ -231,15 +231,11 @@ fn leader_hint(status: &Status) -> Option<String> {
         .map(str::to_owned)
 }
 
-#[tonic::async_trait]
-impl Shard for ShardRouter {
-    /// Splits the batch by group and sends the parts at once.
-    async fn ingest(
-        &self,
-        request: Request<IngestRequest>,
-    ) -> Result<Response<IngestResponse>, Status> {
+impl ShardRouter {
+    /// Splits an ingest batch by group and sends the parts at once.
+    async fn ingest_by_group(&self, request: IngestRequest) -> Result<IngestResponse, Status> {
         let mut by_group: HashMap<GroupId, Vec<IngestEntry>> = HashMap::new();
-        for entry in request.into_inner().entries {
+        for entry in request.entries {
             let record = entry
                 .record
                 .as_ref()
@@ -256,84 +252,71 @@ impl Shard for ShardRouter {
         for reply in futures_util::future::join_all(parts).await {
             accepted = accepted.saturating_add(reply?.accepted);
         }
-        Ok(Response::new(IngestResponse { accepted }))
+        Ok(IngestResponse { accepted })
     }
+}
 
-    async fn list_logs(
-        &self,
-        request: Request<ListLogsRequest>,
-    ) -> Result<Response<ListLogsResponse>, Status> {
-        let r = request.into_inner();
-        let query = r
-            .query
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("missing query"))?;
-        let group = self.group_for(&query.account_id, &query.gateway_id);
-        self.call(group, r, |mut c, r| async move { c.list_logs(r).await })
-            .await
-            .map(Response::new)
-    }
+/// A request that concerns one gateway, and so one group.
+trait ForGateway {
+    /// (account, gateway).
+    fn gateway(&self) -> Result<(&str, &str), Status>;
+}
 
-    async fn get_log(
-        &self,
-        request: Request<GetLogRequest>,
-    ) -> Result<Response<GetLogResponse>, Status> {
-        let r = request.into_inner();
-        let group = self.group_for(&r.account_id, &r.gateway_id);
-        self.call(group, r, |mut c, r| async move { c.get_log(r).await })
-            .await
-            .map(Response::new)
-    }
+macro_rules! for_gateway {
+    (top-level: $($req:ty),*) => {$(
+        impl ForGateway for $req {
+            fn gateway(&self) -> Result<(&str, &str), Status> {
+                Ok((&self.account_id, &self.gateway_id))
+            }
+        }
+    )*};
+    (in query: $($req:ty),*) => {$(
+        impl ForGateway for $req {
+            fn gateway(&self) -> Result<(&str, &str), Status> {
+                let query = self
+                    .query
+                    .as_ref()
+                    .ok_or_else(|| Status::invalid_argument("missing query"))?;
+                Ok((&query.account_id, &query.gateway_id))
+            }
+        }
+    )*};
+}
 
-    async fn get_body(
-        &self,
-        request: Request<GetBodyRequest>,
-    ) -> Result<Response<GetBodyResponse>, Status> {
-        let r = request.into_inner();
-        let group = self.group_for(&r.account_id, &r.gateway_id);
-        self.call(group, r, |mut c, r| async move { c.get_body(r).await })
-            .await
-            .map(Response::new)
-    }
+for_gateway!(top-level: GetLogRequest, GetBodyRequest, UpdateLogRequest, DeleteGatewayRequest);
+for_gateway!(in query: ListLogsRequest, DeleteLogsRequest);
 
-    async fn update_log(
-        &self,
-        request: Request<UpdateLogRequest>,
-    ) -> Result<Response<UpdateLogResponse>, Status> {
-        let r = request.into_inner();
-        let group = self.group_for(&r.account_id, &r.gateway_id);
-        self.call(group, r, |mut c, r| async move { c.update_log(r).await })
-            .await
-            .map(Response::new)
-    }
+/// `Shard` on the router: ingest is split by group, every other call goes to its gateway's.
+macro_rules! route {
+    ($($method:ident($req:ty) -> $resp:ty;)*) => {
+        #[tonic::async_trait]
+        impl Shard for ShardRouter {
+            async fn ingest(
+                &self,
+                request: Request<IngestRequest>,
+            ) -> Result<Response<IngestResponse>, Status> {
+                self.ingest_by_group(request.into_inner()).await.map(Response::new)
+            }
 
-    async fn delete_logs(
-        &self,
-        request: Request<DeleteLogsRequest>,
-    ) -> Result<Response<DeleteLogsResponse>, Status> {
-        let r = request.into_inner();
-        let query = r
-            .query
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("missing query"))?;
-        let group = self.group_for(&query.account_id, &query.gateway_id);
-        self.call(group, r, |mut c, r| async move { c.delete_logs(r).await })
-            .await
-            .map(Response::new)
-    }
+            $(
+                async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
+                    let message = request.into_inner();
+                    let (account, gateway) = message.gateway()?;
+                    let group = self.group_for(account, gateway);
+                    self.call(group, message, |mut c, r| async move { c.$method(r).await })
+                        .await
+                        .map(Response::new)
+                }
+            )*
+        }
+    };
+}
 
-    async fn delete_gateway(
-        &self,
-        request: Request<DeleteGatewayRequest>,
-    ) -> Result<Response<DeleteGatewayResponse>, Status> {
-        let r = request.into_inner();
-        let group = self.group_for(&r.account_id, &r.gateway_id);
-        self.call(
-            group,
-            r,
-            |mut c, r| async move { c.delete_gateway(r).await },
-        )
-        .await
-        .map(Response::new)
-    }
+route! {
+    list_logs(ListLogsRequest) -> ListLogsResponse;
+    get_log(GetLogRequest) -> GetLogResponse;
+    get_body(GetBodyRequest) -> GetBodyResponse;
+    update_log(UpdateLogRequest) -> UpdateLogResponse;
+    delete_logs(DeleteLogsRequest) -> DeleteLogsResponse;
+    delete_gateway(DeleteGatewayRequest) -> DeleteGatewayResponse;
 }
