@@ -30,11 +30,22 @@ pub struct DeleteGateway {
     pub id: String,
 }
 
+/// Replace the cluster's shard map: a compare-and-set on its version.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutShardMap {
+    /// The version the stored map must have (0: none yet).
+    #[prost(uint64, tag = "1")]
+    pub expected_version: u64,
+    /// The new map (`aigw_placement::ShardMap::to_bytes`), version `expected_version + 1`.
+    #[prost(bytes = "vec", tag = "2")]
+    pub map: Vec<u8>,
+}
+
 /// One replicated command.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// What to do.
-    #[prost(oneof = "kind::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "kind::Kind", tags = "1, 2, 3, 4")]
     pub kind: Option<kind::Kind>,
 }
 
@@ -52,6 +63,9 @@ pub mod kind {
         /// Delete a gateway.
         #[prost(message, tag = "3")]
         Delete(super::DeleteGateway),
+        /// Replace the shard map.
+        #[prost(message, tag = "4")]
+        PutShardMap(super::PutShardMap),
     }
 }
 
@@ -65,6 +79,9 @@ pub enum Status {
     AlreadyExists = 1,
     /// Update or delete of a missing id.
     NotFound = 2,
+    /// A shard map put whose expected version is not the stored one, or whose map is not the
+    /// next version.
+    Conflict = 3,
 }
 
 /// The reply to a command.
@@ -76,4 +93,7 @@ pub struct Applied {
     /// The gateway as stored after the command (or as it was, for a delete).
     #[prost(message, optional, tag = "2")]
     pub gateway: Option<Gateway>,
+    /// The stored shard map's version after a shard map put.
+    #[prost(uint64, tag = "3")]
+    pub shard_map_version: u64,
 }

@@ -2,7 +2,9 @@
 //!
 //! This crate owns the gateways of every account and their settings: the commands that change
 //! them (replicated through the account-manager Raft group), their layout in a sled tree, and an
-//! in-memory mirror that edges consult on the request path without any I/O. It must not know
+//! in-memory mirror that edges consult on the request path without any I/O. It also owns the
+//! cluster's shard map (`aigw_placement::ShardMap`): versioned, changed only by
+//! compare-and-set, and published to watchers as each version is applied. It must not know
 //! about consensus or networking — the node wires its commands through Raft and serves them over
 //! gRPC — and it never stores logs.
 
@@ -10,7 +12,11 @@ mod app;
 pub mod command;
 mod registry;
 mod service;
+mod shard_map;
+mod shard_map_service;
 
 pub use app::AccountsApp;
 pub use registry::{DEFAULT_GATEWAY, GatewayRegistry, RegistryError, default_settings};
 pub use service::GatewaysService;
+pub use shard_map::{ShardMapError, ShardMapStore};
+pub use shard_map_service::{ShardMapService, ShardMapStream};

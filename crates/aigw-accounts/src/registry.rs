@@ -94,11 +94,6 @@ impl GatewayRegistry {
         }
     }
 
-    /// Apply one encoded [`Command`]; returns the encoded [`Applied`].
-    pub fn apply_encoded(&self, command: &[u8]) -> Result<Vec<u8>, RegistryError> {
-        Ok(self.apply(decode(command)?)?.encode_to_vec())
-    }
-
     /// Apply one command.
     pub fn apply(&self, command: Command) -> Result<Applied, RegistryError> {
         match command.kind {
@@ -117,7 +112,7 @@ impl GatewayRegistry {
                 let Some(existing) = self.get(&g.account_id, &g.id) else {
                     return Ok(Applied {
                         status: Status::NotFound as i32,
-                        gateway: None,
+                        ..Applied::default()
                     });
                 };
                 g.created_at_ms = existing.created_at_ms;
@@ -134,7 +129,7 @@ impl GatewayRegistry {
                     }
                     None => Ok(Applied {
                         status: Status::NotFound as i32,
-                        gateway: None,
+                        ..Applied::default()
                     }),
                 }
             }
@@ -210,6 +205,7 @@ fn applied(status: Status, gateway: Gateway) -> Applied {
     Applied {
         status: status as i32,
         gateway: Some(gateway),
+        ..Applied::default()
     }
 }
 

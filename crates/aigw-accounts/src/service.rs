@@ -1,5 +1,6 @@
 //! `aigw.admin.v1.Gateways` on the account-manager group.
 
+use aigw_proto::LEADER_METADATA;
 use aigw_proto::admin::gateways_server::Gateways;
 use aigw_proto::admin::{
     CreateGatewayRequest, Gateway, GatewayRef, GatewaySettings, ListGatewaysRequest,
@@ -65,17 +66,39 @@ fn validate_id(what: &str, id: &str, lowercase_only: bool) -> Result<(), Status>
     }
 }
 
+/// A refusal by a replica that does not lead, naming the leader's address in metadata too.
+fn not_leader(leader_addr: Option<String>) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "not the account-manager leader (leader: {leader_addr:?})"
+    ));
+    if let Some(value) = leader_addr.and_then(|a| a.parse().ok()) {
+        status.metadata_mut().insert(LEADER_METADATA, value);
+    }
+    status
+}
+
 fn write_status(e: WriteError) -> Status {
     match e {
-        WriteError::NotLeader { leader_addr, .. } => Status::failed_precondition(format!(
-            "not the account-manager leader (leader: {leader_addr:?})"
-        )),
+        WriteError::NotLeader { leader_addr, .. } => not_leader(leader_addr),
         other => Status::unavailable(format!("account manager cannot commit: {other}")),
     }
 }
 
-fn read_status(e: ReadError) -> Status {
-    Status::unavailable(format!("account manager cannot serve reads: {e}"))
+pub(crate) fn read_status(e: ReadError) -> Status {
+    match e {
+        ReadError::NotLeader { leader_addr, .. } => not_leader(leader_addr),
+        other => Status::unavailable(format!("account manager cannot serve reads: {other}")),
+    }
+}
+
+/// Replicates `kind` through the account-manager group; returns what applying it did.
+pub(crate) async fn propose(group: &GroupHandle, kind: Kind) -> Result<Applied, Status> {
+    let reply = group
+        .write(Command { kind: Some(kind) }.encode_to_vec())
+        .await
+        .map_err(write_status)?;
+    Applied::decode(reply.as_slice())
+        .map_err(|e| Status::internal(format!("undecodable apply reply: {e}")))
 }
 
 impl GatewaysService {
@@ -85,13 +108,7 @@ impl GatewaysService {
     }
 
     async fn propose(&self, kind: Kind) -> Result<Applied, Status> {
-        let reply = self
-            .group
-            .write(Command { kind: Some(kind) }.encode_to_vec())
-            .await
-            .map_err(write_status)?;
-        Applied::decode(reply.as_slice())
-            .map_err(|e| Status::internal(format!("undecodable apply reply: {e}")))
+        propose(&self.group, kind).await
     }
 
     /// Persist `default` for `account` if it is still implicit (the edge calls this on first use

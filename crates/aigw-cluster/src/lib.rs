@@ -7,7 +7,8 @@
 //! [`LEADER_METADATA`]) rather than looked up; and transparent retries across leader changes and
 //! node failures within a deadline. [`ShardRouter`] implements the same `aigw.shard.v1` [`Shard`]
 //! trait the shards serve, so the edge's log sink and the management API use it unchanged. It
-//! must not keep state on disk, and must not know how shards store logs.
+//! must not keep state on disk, and must not know how shards store logs. [`follow_shard_map`]
+//! feeds it: a watch stream on any account-manager replica, resumed on another when it breaks.
 //!
 //! Every `aigw.shard.v1` call is safe to retry: ingestion is idempotent by log id, updates set
 //! fields, deletions of what is already gone delete nothing. So a call whose outcome is unknown
@@ -17,6 +18,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+mod follow;
+
+pub use follow::follow_shard_map;
 
 use aigw_placement::{GroupId, ShardMap};
 use aigw_proto::shard::shard_client::ShardClient;

@@ -81,4 +81,7 @@ pub enum PlacementError {
         /// What is wrong with them.
         reason: &'static str,
     },
+    /// Bytes that are not an encoded map (or encode an invalid one).
+    #[error("cannot decode a shard map: {0}")]
+    Decode(String),
 }

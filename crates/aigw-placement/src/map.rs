@@ -291,6 +291,18 @@ impl ShardMap {
     pub fn groups(&self) -> &BTreeMap<GroupId, GroupPlacement> {
         &self.groups
     }
+
+    /// The map's replicated and wire form (postcard): compact, and decoded only through
+    /// [`ShardMap::from_bytes`], which checks every invariant.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing plain integers, strings and maps into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// A map from [`ShardMap::to_bytes`]; malformed bytes and invalid maps are refused.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PlacementError> {
+        postcard::from_bytes(bytes).map_err(|e| PlacementError::Decode(e.to_string()))
+    }
 }
 
 /// Validates `nodes` and places `groups` on their Active members.

@@ -432,11 +432,10 @@ fn serde_round_trips() {
         serde_json::from_str::<ShardMap>(&json).expect("from json"),
         map
     );
-    let bytes = postcard::to_allocvec(&map).expect("postcard");
-    assert_eq!(
-        postcard::from_bytes::<ShardMap>(&bytes).expect("from postcard"),
-        map
-    );
+    let bytes = map.to_bytes();
+    assert_eq!(ShardMap::from_bytes(&bytes).expect("from bytes"), map);
+    let err = ShardMap::from_bytes(&bytes[..bytes.len() / 2]).expect_err("truncated");
+    assert!(matches!(err, PlacementError::Decode(_)), "{err}");
     let moves = map.moves(&plan(1..=5, 64));
     let json = serde_json::to_string(&moves).expect("json");
     assert_eq!(

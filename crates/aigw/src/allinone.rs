@@ -6,14 +6,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aigw_accounts::{AccountsApp, GatewayRegistry, GatewaysService};
+use aigw_accounts::{
+    AccountsApp, GatewayRegistry, GatewaysService, ShardMapService, ShardMapStore,
+};
 use aigw_api::{ApiState, StaticTokens};
 use aigw_blob::{BlobStore, Codec, DEFAULT_MAX_DECODED_BYTES, FsBlobStore};
 use aigw_blob_s3::{S3BlobStore, S3Settings};
 use aigw_config::{BlobKind, Config};
 use aigw_edge::{Edge, ShardLogSink};
 use aigw_logindex::LogIndex;
+use aigw_placement::{DEFAULT_VNODES_PER_NODE, NodeInfo, ShardMap};
 use aigw_proto::MAX_SHARD_MESSAGE_BYTES;
+use aigw_proto::admin::PutShardMapRequest;
+use aigw_proto::admin::cluster_server::{Cluster, ClusterServer};
 use aigw_proto::admin::gateways_server::GatewaysServer;
 use aigw_proto::shard::shard_server::ShardServer;
 use aigw_raft::{GroupHandle, GroupId, NodeConfig, RaftNode};
@@ -27,6 +32,8 @@ use crate::directory::RegistryDirectory;
 const ACCOUNTS_GROUP: GroupId = 0;
 /// The single log shard of the all-in-one process.
 const SHARD_GROUP: GroupId = 1;
+/// How long open gRPC connections get to finish when the server stops.
+const GRPC_GRACE: Duration = Duration::from_secs(5);
 /// How long a fresh single-member group may take to elect itself.
 const ELECTION_WAIT: Duration = Duration::from_secs(15);
 
@@ -114,10 +121,11 @@ pub async fn serve(
     )
     .context("cannot create the raft node")?;
     let registry = GatewayRegistry::open(db.open_tree("accounts/gateways")?)?;
+    let shard_maps = ShardMapStore::open(db.open_tree("accounts/shard_map")?)?;
     let accounts = start_single_member(
         &node,
         ACCOUNTS_GROUP,
-        Arc::new(AccountsApp::new(registry.clone())),
+        Arc::new(AccountsApp::new(registry.clone(), shard_maps.clone())),
     )
     .await?;
     let index = LogIndex::new(db.open_tree("shard/1/index")?);
@@ -127,6 +135,8 @@ pub async fn serve(
     let shard = Arc::new(
         ShardService::new(index, shard_group, blobs.clone()).with_codec(body_codec(&config)),
     );
+    let cluster = ShardMapService::new(shard_maps.clone(), accounts.clone());
+    publish_shard_map(&cluster, &shard_maps, &config).await?;
     let gateways = Arc::new(GatewaysService::new(registry.clone(), accounts));
     // Remote callers name the group; in-process callers use the shard service directly.
     let shard_host = ShardHost::new();
@@ -144,6 +154,7 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES),
         )
         .add_service(GatewaysServer::from_arc(gateways.clone()))
+        .add_service(ClusterServer::new(cluster.clone()))
         .serve_with_incoming_shutdown(tokio_stream_incoming(grpc_listener), async {
             let _ = grpc_stopped.await;
         });
@@ -177,11 +188,49 @@ pub async fn serve(
     );
     edge.serve(http_listener, api, shutdown).await?;
 
-    // Every queued log reached the shard; now stop the gRPC services and flush storage.
-    let _ = stop_grpc.send(());
-    grpc.await.context("gRPC server task failed")??;
+    // Every queued log reached the shard; now stop the groups, end the shard-map watch streams
+    // (a graceful server stop waits for open streams), stop the gRPC services, flush storage.
     node.shutdown().await.context("raft shutdown failed")?;
+    cluster.close();
+    let _ = stop_grpc.send(());
+    let mut grpc = grpc;
+    match tokio::time::timeout(GRPC_GRACE, &mut grpc).await {
+        Ok(served) => served.context("gRPC server task failed")??,
+        Err(_) => {
+            // A client that ignores GOAWAY must not keep the process alive.
+            tracing::warn!(grace = ?GRPC_GRACE, "gRPC connections still open; closing them");
+            grpc.abort();
+        }
+    }
     db.flush_async().await.context("final index flush failed")?;
+    Ok(())
+}
+
+/// The all-in-one process is a one-node cluster: it publishes that map (its one shard group on
+/// itself) so that stateless nodes follow it as they would any cluster's, and republishes it
+/// when its address changed since.
+async fn publish_shard_map(
+    service: &ShardMapService,
+    store: &ShardMapStore,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let me = NodeInfo::active(config.node_id, config.grpc_addr.to_string());
+    let (expected_version, map) = match store.current() {
+        None => (0, ShardMap::plan([me], 1, 1, DEFAULT_VNODES_PER_NODE)?),
+        Some(current) if current.nodes().values().eq([&me]) => return Ok(()),
+        Some(current) => (
+            current.version(),
+            current.rebalance([me], 1, DEFAULT_VNODES_PER_NODE)?,
+        ),
+    };
+    let request = PutShardMapRequest {
+        expected_version,
+        map: map.to_bytes().into(),
+    };
+    service
+        .put_shard_map(tonic::Request::new(request))
+        .await
+        .map_err(|s| anyhow::anyhow!("cannot publish the shard map: {}", s.message()))?;
     Ok(())
 }
 

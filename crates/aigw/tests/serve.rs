@@ -71,6 +71,7 @@ fn bad_configuration_fails_at_start_naming_the_key() {
 struct Running {
     child: Child,
     http: SocketAddr,
+    grpc: SocketAddr,
 }
 
 impl Drop for Running {
@@ -108,12 +109,12 @@ impl Running {
 }
 
 async fn start(data_dir: &Path, mock: &MockServer, client: &reqwest::Client) -> Running {
-    let http = free_addr();
+    let (http, grpc) = (free_addr(), free_addr());
     let child = aigw_serve()
         .arg("--data-dir")
         .arg(data_dir)
         .env("AIGW_HTTP_ADDR", http.to_string())
-        .env("AIGW_GRPC_ADDR", free_addr().to_string())
+        .env("AIGW_GRPC_ADDR", grpc.to_string())
         .env("AIGW_ADMIN_TOKEN", ADMIN_TOKEN)
         .env(
             "AIGW_PROVIDERS__OPENAI__BASE_URL",
@@ -123,7 +124,7 @@ async fn start(data_dir: &Path, mock: &MockServer, client: &reqwest::Client) -> 
         .stderr(Stdio::null())
         .spawn()
         .expect("aigw starts");
-    let running = Running { child, http };
+    let running = Running { child, http, grpc };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(resp) = client.get(running.url("/readyz")).send().await
@@ -316,5 +317,70 @@ async fn logs_visible_before_a_kill_9_survive_it() {
     // And it keeps accepting writes.
     let id = chat(&client, &aigw, 0).await;
     wait_for_log(&client, &aigw, &id).await;
+    aigw.terminate();
+}
+
+/// The all-in-one process is a one-node cluster to the outside: it publishes its shard map,
+/// which a stateless node follows, and serves its shard group over gRPC to a `ShardRouter` —
+/// the path an edge of a cluster takes. A watcher does not hold up a graceful shutdown, and a
+/// restart on a new address publishes the next version of the map.
+// Multi-threaded: `terminate` blocks this thread while the follower's connection must keep
+// running to see the server go away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_all_in_one_publishes_its_shard_map_and_serves_its_group_remotely() {
+    use aigw_cluster::{RetryPolicy, ShardRouter, follow_shard_map};
+    use aigw_proto::shard::shard_server::Shard;
+    use aigw_proto::shard::{ListLogsRequest, LogQuery};
+
+    let mock = mock().await;
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let aigw = start(data.path(), &mock, &client).await;
+    let maps = follow_shard_map(vec![aigw.grpc.to_string()], RetryPolicy::default())
+        .await
+        .expect("the map is published");
+    let map = maps.borrow().clone();
+    assert_eq!(map.version(), 1);
+    assert_eq!(map.nodes().len(), 1);
+    let node = map.nodes().values().next().unwrap();
+    assert_eq!(node.addr, aigw.grpc.to_string());
+    assert_eq!(
+        map.replicas(map.group_for("acct", "default")),
+        Some(&[node.id][..])
+    );
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(chat(&client, &aigw, i).await);
+    }
+    wait_for_log(&client, &aigw, &ids[2]).await;
+    let router = ShardRouter::new(maps.clone());
+    let found = router
+        .list_logs(tonic::Request::new(ListLogsRequest {
+            query: Some(LogQuery {
+                account_id: "acct".into(),
+                gateway_id: "default".into(),
+                ..Default::default()
+            }),
+            page: 1,
+            per_page: 10,
+        }))
+        .await
+        .expect("list through the router")
+        .into_inner();
+    assert_eq!(found.total_count, 3);
+    // The follower stays connected: its stream must not hold up the graceful shutdown.
+    aigw.terminate();
+
+    let aigw = start(data.path(), &mock, &client).await;
+    let maps = follow_shard_map(vec![aigw.grpc.to_string()], RetryPolicy::default())
+        .await
+        .expect("the map is published again");
+    let map = maps.borrow().clone();
+    assert_eq!(map.version(), 2, "a new address is a new version");
+    assert_eq!(
+        map.nodes().values().next().unwrap().addr,
+        aigw.grpc.to_string()
+    );
     aigw.terminate();
 }
