@@ -330,11 +330,10 @@ impl LogIndex {
         let mut changes = Changes::default();
         let mut seen = HashSet::with_capacity(command.rows.len());
         let mut admissions: HashMap<GatewayKey, Admission> = HashMap::new();
-        // Packs are per gateway, so each gateway's bodies are tracked apart.
-        let mut bodies: HashMap<GatewayKey, DeadBodyTracker> = HashMap::new();
+        // Packs are per gateway, so each gateway's bodies are tracked apart, with its names.
+        let mut bodies: HashMap<GatewayKey, (String, String, DeadBodyTracker)> = HashMap::new();
         let mut affected = 0;
-        let mut rows = command.rows;
-        for row in &mut rows {
+        for mut row in command.rows {
             let Some(id) = parse_id(&row.id) else {
                 continue;
             };
@@ -342,7 +341,7 @@ impl LogIndex {
             let admission = match admissions.get(&gw) {
                 Some(a) => *a,
                 None => {
-                    let a = self.admission(&gw, row, &mut changes)?;
+                    let a = self.admission(&gw, &row, &mut changes)?;
                     admissions.insert(gw, a);
                     a
                 }
@@ -352,7 +351,7 @@ impl LogIndex {
                 && seen.insert(key.clone())
                 && match self.tree.get(&key)? {
                     None => {
-                        changes.add_row(&gw, id, row);
+                        changes.add_row(&gw, id, &mut row);
                         affected += 1;
                         true
                     }
@@ -361,11 +360,14 @@ impl LogIndex {
                         row.bodies.is_some() && stored_bodies(&key, &stored)? == row.bodies
                     }
                 };
-            let tracker = bodies.entry(gw).or_default();
+            let (_, _, tracker) = bodies.entry(gw).or_insert_with(|| {
+                let tracker = DeadBodyTracker::default();
+                (row.account_id.clone(), row.gateway_id.clone(), tracker)
+            });
             if live {
-                tracker.live(row);
+                tracker.live(&row);
             } else {
-                tracker.dead(row);
+                tracker.dead(&row);
             }
         }
         changes.commit(&self.tree)?;
@@ -373,17 +375,9 @@ impl LogIndex {
             affected,
             ..Applied::default()
         };
-        let names: HashMap<GatewayKey, (&str, &str)> = rows
-            .iter()
-            .map(|r| {
-                let gw = gateway_key(&r.account_id, &r.gateway_id);
-                (gw, (r.account_id.as_str(), r.gateway_id.as_str()))
-            })
-            .collect();
-        for (gw, tracker) in bodies {
-            let (account, gateway) = names[&gw];
+        for (account, gateway, tracker) in bodies.into_values() {
             // A pack is written for one insert: if none of its rows went in, nothing uses it.
-            tracker.report(account, gateway, |_| true, &mut applied);
+            tracker.report(&account, &gateway, |_| true, &mut applied);
         }
         Ok(applied)
     }
@@ -455,9 +449,12 @@ impl LogIndex {
         let mut changes = Changes::default();
         let mut bodies = DeadBodyTracker::default();
         let mut applied = Applied::default();
+        if !self.owned_by(&gw, account, gateway)? {
+            return Ok(applied);
+        }
         for raw in &command.ids {
             let Some(id) = parse_id(raw) else { continue };
-            if let Some(row) = self.get_by_key(&gw, id, account, gateway)? {
+            if let Some(row) = self.owned_row(&gw, id, account, gateway)? {
                 changes.remove_row(&gw, id, &row);
                 bodies.dead(&row);
                 applied.affected += 1;
@@ -526,6 +523,17 @@ impl LogIndex {
         if !self.owned_by(gw, account, gateway)? {
             return Ok(None);
         }
+        self.owned_row(gw, id, account, gateway)
+    }
+
+    /// Row `id` under a prefix the caller has checked belongs to `account`/`gateway`.
+    fn owned_row(
+        &self,
+        gw: &GatewayKey,
+        id: Ulid,
+        account: &str,
+        gateway: &str,
+    ) -> Result<Option<LogRecord>, IndexError> {
         let key = row_key(gw, id);
         match self.tree.get(&key)? {
             Some(value) => decode_row(&key, &value, account, gateway).map(Some),
