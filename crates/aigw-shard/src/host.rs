@@ -2,7 +2,7 @@
 //!
 //! A shard node hosts one Raft group per shard it holds a replica of, but serves a single gRPC
 //! service: each call names its group in the [`GROUP_METADATA`] header and is handed to that
-//! group's [`ShardService`]. Groups come and go at runtime (a replica added or moved).
+//! group's [`ShardService`]. Groups are added at runtime, as the node starts them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -37,24 +37,6 @@ impl ShardHost {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(group, service);
-    }
-
-    /// Stop serving `group`; returns its service if it was served.
-    pub fn remove(&self, group: GroupId) -> Option<Arc<ShardService>> {
-        self.groups
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&group)
-    }
-
-    /// The groups served, in no particular order.
-    pub fn groups(&self) -> Vec<GroupId> {
-        self.groups
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .copied()
-            .collect()
     }
 
     /// The service of the group a call names. A group this node does not host is `UNAVAILABLE`
