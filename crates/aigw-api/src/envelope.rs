@@ -61,7 +61,19 @@ pub(crate) fn ok<T: Serialize>(result: T) -> Response {
     envelope(StatusCode::OK, Some(result), None, &[])
 }
 
-/// `200 OK` with a page of `result` and its `result_info`.
-pub(crate) fn page<T: Serialize>(result: T, info: ResultInfo) -> Response {
-    envelope(StatusCode::OK, Some(result), Some(info), &[])
+/// `200 OK` with the `items` of page `page` (of `per_page`) and its `result_info`; `count` is
+/// the number of items, `total_count` the matches on all pages.
+pub(crate) fn page<T: Serialize>(
+    items: Vec<T>,
+    page: u32,
+    per_page: u32,
+    total_count: u64,
+) -> Response {
+    let info = ResultInfo {
+        page,
+        per_page,
+        count: items.len() as u64,
+        total_count,
+    };
+    envelope(StatusCode::OK, Some(items), Some(info), &[])
 }

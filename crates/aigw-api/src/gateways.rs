@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Request;
 
 use crate::ApiState;
-use crate::envelope::{ResultInfo, ok, page};
+use crate::envelope::{ok, page};
 use crate::error::ApiError;
 use crate::params::{Params, Target, check_gateway_id, json_body};
 use crate::timefmt::format_ms;
@@ -217,19 +217,12 @@ pub(crate) async fn list(
         .list_gateways(Request::new(request))
         .await?
         .into_inner();
-    let count = response.gateways.len() as u64;
     let items = response
         .gateways
         .into_iter()
         .map(GatewayView::try_from)
         .collect::<Result<Vec<_>, _>>()?;
-    let info = ResultInfo {
-        page: page_no,
-        per_page,
-        count,
-        total_count: response.total_count,
-    };
-    Ok(page(items, info))
+    Ok(page(items, page_no, per_page, response.total_count))
 }
 
 fn gateway_ref(target: &Target) -> Result<GatewayRef, ApiError> {

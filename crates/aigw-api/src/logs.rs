@@ -20,7 +20,7 @@ use tonic::Request;
 use ulid::Ulid;
 
 use crate::ApiState;
-use crate::envelope::{ResultInfo, ok, page};
+use crate::envelope::{ok, page};
 use crate::error::ApiError;
 use crate::filters;
 use crate::params::{Params, Target, json_body};
@@ -195,19 +195,12 @@ pub(crate) async fn list(
         .list_logs(Request::new(request))
         .await?
         .into_inner();
-    let count = response.logs.len() as u64;
     let items = response
         .logs
         .into_iter()
         .map(|l| LogView::new(l, None))
         .collect::<Result<Vec<_>, _>>()?;
-    let info = ResultInfo {
-        page: page_no,
-        per_page,
-        count,
-        total_count: response.total_count,
-    };
-    Ok(page(items, info))
+    Ok(page(items, page_no, per_page, response.total_count))
 }
 
 /// `DELETE /logs?filters&limit&order_by&order_by_direction`. Unknown parameters are refused
