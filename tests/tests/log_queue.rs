@@ -3,7 +3,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aigw_edge::{LogEntry, LogSink, MemorySink, SinkError, SinkFuture};
 use serde_json::json;
@@ -51,9 +51,35 @@ impl LogSink for FlakySink {
     }
 }
 
+/// A store of two parts, one per account, whose `acct2` part is down until healed.
+struct PartlyDownSink {
+    healed: AtomicBool,
+    inner: Arc<MemorySink>,
+}
+
+impl LogSink for PartlyDownSink {
+    fn write_batch<'a>(&'a self, batch: &'a [LogEntry]) -> SinkFuture<'a> {
+        let down = batch.iter().any(|e| e.record.account_id == "acct2");
+        if down && !self.healed.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(SinkError(
+                "the acct2 part is unavailable".into(),
+            ))));
+        }
+        self.inner.write_batch(batch)
+    }
+
+    fn lane(&self, account: &str, _gateway: &str) -> u64 {
+        u64::from(account == "acct2")
+    }
+}
+
 async fn send_chat(h: &Harness) -> reqwest::Response {
+    send_chat_to(h, &h.gw("openai", "/chat/completions")).await
+}
+
+async fn send_chat_to(h: &Harness, url: &str) -> reqwest::Response {
     h.client
-        .post(h.gw("openai", "/chat/completions"))
+        .post(url)
         .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
@@ -81,23 +107,16 @@ async fn a_full_queue_drops_and_counts_records_but_responses_still_succeed() {
         assert_eq!(resp.status(), 200, "responses never wait for logging");
         resp.bytes().await.unwrap();
     }
-    // One record is held by the stalled writer, two fill the queue, five are dropped.
-    let text = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The bound counts every record not yet written: the one held by the stalled writer and
+    // the one queued behind it; six are dropped.
+    let text = h.metrics().await;
     assert!(
-        text.contains(r#"aigw_logs_dropped_total{reason="queue_full"} 5"#),
+        text.contains(r#"aigw_logs_dropped_total{reason="queue_full"} 6"#),
         "{text}"
     );
     assert!(text.contains("aigw_log_queue_depth 2"), "{text}");
     sink.gate.add_permits(100);
-    h.logs(3).await;
+    h.logs(2).await;
     h.shutdown().await;
 }
 
@@ -112,16 +131,43 @@ async fn failed_writes_are_retried() {
     send_chat(&h).await.bytes().await.unwrap();
     let entries = h.logs(1).await;
     assert_eq!(entries.len(), 1);
-    let text = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     assert!(text.contains("aigw_logs_written_total 1"), "{text}");
+    assert!(!text.contains("aigw_logs_dropped_total{"), "{text}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unavailable_lane_holds_its_records_without_delaying_the_others() {
+    let memory = Arc::new(MemorySink::default());
+    let sink = Arc::new(PartlyDownSink {
+        healed: AtomicBool::new(false),
+        inner: memory.clone(),
+    });
+    let h = Harness::start_with_sink(|_| {}, sink.clone(), memory).await;
+    let down = h.url("/v1/acct2/default/openai/chat/completions");
+    for _ in 0..3 {
+        assert_eq!(send_chat_to(&h, &down).await.status(), 200);
+    }
+    for _ in 0..3 {
+        send_chat(&h).await.bytes().await.unwrap();
+    }
+    let written = h.logs(3).await;
+    assert!(
+        written.iter().all(|e| e.record.account_id == "acct1"),
+        "the healthy lane is written while the other retries"
+    );
+
+    // The failing lane kept its records and writes them once its store is back.
+    sink.healed.store(true, Ordering::SeqCst);
+    let all = h.logs(6).await;
+    assert_eq!(
+        all.iter()
+            .filter(|e| e.record.account_id == "acct2")
+            .count(),
+        3
+    );
+    let text = h.metrics().await;
     assert!(!text.contains("aigw_logs_dropped_total{"), "{text}");
     h.shutdown().await;
 }

@@ -245,15 +245,7 @@ async fn upstream_errors_are_relayed_unchanged_and_logged_as_failures() {
             .iter()
             .all(|e| !e.record.success && e.record.outcome == RequestOutcome::Completed)
     );
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(r#"aigw_upstream_errors_total{provider="openai",kind="status_5xx"} 2"#),
         "{metrics}"

@@ -10,13 +10,15 @@
 
 mod app;
 pub mod command;
+mod mirror;
 mod registry;
 mod service;
 mod shard_map;
 mod shard_map_service;
 
 pub use app::AccountsApp;
-pub use registry::{DEFAULT_GATEWAY, GatewayRegistry, RegistryError, default_settings};
-pub use service::GatewaysService;
+pub use mirror::{DEFAULT_GATEWAY, GatewayChange, GatewayMirror, default_settings};
+pub use registry::{GatewayRegistry, RegistryError};
+pub use service::{GatewayChangesStream, GatewaysService};
 pub use shard_map::{ShardMapError, ShardMapStore};
 pub use shard_map_service::{ShardMapService, ShardMapStream};

@@ -1,18 +1,13 @@
 //! Gateways in a sled tree, mirrored in memory for the request path.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-
-use aigw_proto::admin::{Gateway, GatewaySettings};
+use aigw_proto::admin::Gateway;
 use prost::Message;
 use sled::Tree;
 
 use crate::command::{
     Applied, Command, CreateGateway, DeleteGateway, Status, UpdateGateway, kind::Kind,
 };
-
-/// The gateway every account has without creating it.
-pub const DEFAULT_GATEWAY: &str = "default";
+use crate::mirror::GatewayMirror;
 
 /// Why the registry failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +20,11 @@ pub enum RegistryError {
     Corrupt(String),
 }
 
-type Mirror = HashMap<String, HashMap<String, Gateway>>;
-
 /// The gateways of every account.
 #[derive(Debug, Clone)]
 pub struct GatewayRegistry {
     tree: Tree,
-    mirror: Arc<RwLock<Mirror>>,
+    mirror: GatewayMirror,
 }
 
 fn key(account: &str, id: &str) -> Vec<u8> {
@@ -46,52 +39,30 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, RegistryError> {
     M::decode(bytes).map_err(|e| RegistryError::Corrupt(e.to_string()))
 }
 
-/// Settings of a gateway nobody configured: logging on, everything else off.
-pub fn default_settings() -> GatewaySettings {
-    GatewaySettings {
-        collect_logs: true,
-        ..GatewaySettings::default()
-    }
-}
-
 impl GatewayRegistry {
     /// Open the registry stored in `tree`, loading the in-memory mirror.
     pub fn open(tree: Tree) -> Result<Self, RegistryError> {
         let registry = Self {
             tree,
-            mirror: Arc::default(),
+            mirror: GatewayMirror::default(),
         };
         registry.reload()?;
         Ok(registry)
     }
 
     fn reload(&self) -> Result<(), RegistryError> {
-        let mut mirror = Mirror::new();
-        for item in self.tree.iter() {
-            let (_, value) = item?;
-            let gateway: Gateway = decode(&value)?;
-            mirror
-                .entry(gateway.account_id.clone())
-                .or_default()
-                .insert(gateway.id.clone(), gateway);
-        }
-        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = mirror;
+        let gateways = self
+            .tree
+            .iter()
+            .map(|item| decode::<Gateway>(&item?.1))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.mirror.replace(gateways);
         Ok(())
     }
 
-    fn mirror_put(&self, gateway: &Gateway) {
-        let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
-        mirror
-            .entry(gateway.account_id.clone())
-            .or_default()
-            .insert(gateway.id.clone(), gateway.clone());
-    }
-
-    fn mirror_remove(&self, account: &str, id: &str) {
-        let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(gateways) = mirror.get_mut(account) {
-            gateways.remove(id);
-        }
+    /// The in-memory view, which publishes every applied change to its subscribers.
+    pub fn mirror(&self) -> &GatewayMirror {
+        &self.mirror
     }
 
     /// Apply one command.
@@ -103,7 +74,7 @@ impl GatewayRegistry {
                 }
                 self.tree
                     .insert(key(&g.account_id, &g.id), g.encode_to_vec())?;
-                self.mirror_put(&g);
+                self.mirror.upsert(g.clone());
                 Ok(applied(Status::Ok, g))
             }
             Some(Kind::Update(UpdateGateway {
@@ -118,13 +89,13 @@ impl GatewayRegistry {
                 g.created_at_ms = existing.created_at_ms;
                 self.tree
                     .insert(key(&g.account_id, &g.id), g.encode_to_vec())?;
-                self.mirror_put(&g);
+                self.mirror.upsert(g.clone());
                 Ok(applied(Status::Ok, g))
             }
             Some(Kind::Delete(DeleteGateway { account_id, id })) => {
                 match self.tree.remove(key(&account_id, &id))? {
                     Some(old) => {
-                        self.mirror_remove(&account_id, &id);
+                        self.mirror.remove(&account_id, &id);
                         Ok(applied(Status::Ok, decode(&old)?))
                     }
                     None => Ok(Applied {
@@ -139,34 +110,12 @@ impl GatewayRegistry {
 
     /// One stored gateway.
     pub fn get(&self, account: &str, id: &str) -> Option<Gateway> {
-        let mirror = self.mirror.read().unwrap_or_else(|p| p.into_inner());
-        mirror.get(account).and_then(|g| g.get(id)).cloned()
-    }
-
-    /// Settings the request path applies: the stored gateway's, or defaults for `default`;
-    /// `None` when the gateway does not exist. Reads memory only.
-    pub fn settings(&self, account: &str, id: &str) -> Option<GatewaySettings> {
-        let mirror = self.mirror.read().unwrap_or_else(|p| p.into_inner());
-        match mirror.get(account).and_then(|g| g.get(id)) {
-            Some(g) => Some(g.settings.clone().unwrap_or_else(default_settings)),
-            None => (id == DEFAULT_GATEWAY).then(default_settings),
-        }
+        self.mirror.get(account, id)
     }
 
     /// An account's stored gateways whose id contains `search`, sorted by id.
     pub fn list(&self, account: &str, search: Option<&str>) -> Vec<Gateway> {
-        let mirror = self.mirror.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<Gateway> = mirror
-            .get(account)
-            .map(|g| {
-                g.values()
-                    .filter(|g| search.is_none_or(|s| g.id.contains(s)))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+        self.mirror.list(account, search)
     }
 
     /// Serialize every gateway for a snapshot.
@@ -212,6 +161,8 @@ fn applied(status: Status, gateway: Gateway) -> Applied {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::default_settings;
+    use aigw_proto::admin::GatewaySettings;
 
     fn open() -> (tempfile::TempDir, GatewayRegistry) {
         let dir = tempfile::tempdir().unwrap();
@@ -245,16 +196,19 @@ mod tests {
     #[test]
     fn create_update_delete_and_the_implicit_default() {
         let (_dir, reg) = open();
-        assert_eq!(reg.settings("a", "default"), Some(default_settings()));
-        assert_eq!(reg.settings("a", "prod"), None);
+        assert_eq!(
+            reg.mirror().settings("a", "default"),
+            Some(default_settings())
+        );
+        assert_eq!(reg.mirror().settings("a", "prod"), None);
         assert_eq!(create(&reg, gateway("a", "prod", false, 1)), Status::Ok);
         assert_eq!(
             create(&reg, gateway("a", "prod", true, 2)),
             Status::AlreadyExists,
             "replay-safe"
         );
-        assert!(!reg.settings("a", "prod").unwrap().collect_logs);
-        assert_eq!(reg.settings("b", "prod"), None, "per account");
+        assert!(!reg.mirror().settings("a", "prod").unwrap().collect_logs);
+        assert_eq!(reg.mirror().settings("b", "prod"), None, "per account");
 
         let updated = reg
             .apply(Command {
@@ -269,7 +223,7 @@ mod tests {
             (1, 9),
             "creation time kept"
         );
-        assert!(reg.settings("a", "prod").unwrap().collect_logs);
+        assert!(reg.mirror().settings("a", "prod").unwrap().collect_logs);
 
         create(&reg, gateway("a", "staging", true, 3));
         assert_eq!(
@@ -289,7 +243,7 @@ mod tests {
         };
         assert_eq!(reg.apply(delete.clone()).unwrap().status, Status::Ok as i32);
         assert_eq!(reg.apply(delete).unwrap().status, Status::NotFound as i32);
-        assert_eq!(reg.settings("a", "prod"), None);
+        assert_eq!(reg.mirror().settings("a", "prod"), None);
     }
 
     #[test]
@@ -303,7 +257,7 @@ mod tests {
         }
         let db = sled::open(dir.path()).unwrap();
         let reg = GatewayRegistry::open(db.open_tree("accounts").unwrap()).unwrap();
-        assert!(!reg.settings("a", "prod").unwrap().collect_logs);
+        assert!(!reg.mirror().settings("a", "prod").unwrap().collect_logs);
 
         let snapshot = reg.snapshot().unwrap();
         let (_d2, other) = open();

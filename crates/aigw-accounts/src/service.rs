@@ -1,32 +1,153 @@
 //! `aigw.admin.v1.Gateways` on the account-manager group.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+
 use aigw_proto::LEADER_METADATA;
 use aigw_proto::admin::gateways_server::Gateways;
 use aigw_proto::admin::{
-    CreateGatewayRequest, Gateway, GatewayRef, GatewaySettings, ListGatewaysRequest,
-    ListGatewaysResponse, UpdateGatewayRequest,
+    CreateGatewayRequest, Gateway, GatewayChanges, GatewayRef, GatewaySettings,
+    ListGatewaysRequest, ListGatewaysResponse, UpdateGatewayRequest, WatchGatewaysRequest,
 };
 use aigw_raft::{GroupHandle, ReadError, WriteError};
 use aigw_types::unix_now_ms;
+use futures_util::StreamExt;
 use prost::Message;
+use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 use crate::command::{
     Applied, Command, CreateGateway, DeleteGateway, Status as Outcome, UpdateGateway, kind::Kind,
 };
-use crate::registry::default_settings;
-use crate::{DEFAULT_GATEWAY, GatewayRegistry};
+use crate::{DEFAULT_GATEWAY, GatewayChange, GatewayMirror, GatewayRegistry, default_settings};
 
 /// Longest gateway id.
 const MAX_ID_LEN: usize = 64;
 /// Largest page of gateways.
 const MAX_PER_PAGE: u32 = 100;
+/// Most gateways in one batch of a watch stream.
+const WATCH_BATCH: usize = 1024;
 
 /// Serves gateways from the account-manager group.
 #[derive(Clone)]
 pub struct GatewaysService {
     registry: GatewayRegistry,
     group: GroupHandle,
+    watch_end: WatchEnd,
+}
+
+/// The stream of gateway changes a watcher receives.
+pub type GatewayChangesStream = aigw_proto::BoxStream<GatewayChanges>;
+
+/// When a service's watch streams end: once this replica stops serving the group, or once the
+/// service is closed — the moments a watcher must resume on another replica (and a graceful
+/// server stop, which waits for open streams, can finish). Shared by clones.
+#[derive(Clone)]
+pub(crate) struct WatchEnd {
+    group: GroupHandle,
+    closing: Arc<watch::Sender<bool>>,
+}
+
+impl WatchEnd {
+    pub(crate) fn new(group: GroupHandle) -> Self {
+        Self {
+            group,
+            closing: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Ends every stream, now and for streams opened from now on.
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves when a stream opened now must end.
+    pub(crate) fn reached(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut metrics = self.group.metrics();
+        let group_stopped = async move { while metrics.changed().await.is_ok() {} };
+        let mut closing = self.closing.subscribe();
+        let closed = async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        };
+        async move {
+            futures_util::future::select(Box::pin(group_stopped), Box::pin(closed)).await;
+        }
+    }
+}
+
+/// Every gateway of `mirror` as the batches that open a watch (at least one).
+fn snapshot_batches(mirror: &GatewayMirror) -> VecDeque<GatewayChanges> {
+    let all = mirror.all();
+    let mut batches: VecDeque<GatewayChanges> = all
+        .chunks(WATCH_BATCH)
+        .map(|chunk| GatewayChanges {
+            upserts: chunk.to_vec(),
+            ..GatewayChanges::default()
+        })
+        .collect();
+    if batches.is_empty() {
+        batches.push_back(GatewayChanges::default());
+    }
+    if let Some(first) = batches.front_mut() {
+        first.reset = true;
+    }
+    if let Some(last) = batches.back_mut() {
+        last.synced = true;
+    }
+    batches
+}
+
+/// What a watch stream has yet to send.
+struct Watch {
+    mirror: GatewayMirror,
+    changes: broadcast::Receiver<GatewayChange>,
+    pending: VecDeque<GatewayChanges>,
+}
+
+impl Watch {
+    /// The next batch: queued snapshot batches first, then the changes that have arrived, up
+    /// to a batch's worth. A watcher that lagged, or a snapshot installed under it, gets a
+    /// fresh snapshot. `None` once the registry is gone.
+    async fn next(mut self) -> Option<(Result<GatewayChanges, Status>, Self)> {
+        loop {
+            if let Some(batch) = self.pending.pop_front() {
+                return Some((Ok(batch), self));
+            }
+            let first = match self.changes.recv().await {
+                Ok(change) => change,
+                Err(broadcast::error::RecvError::Lagged(_)) => GatewayChange::Reset,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            let mut batch = GatewayChanges::default();
+            let mut change = Some(first);
+            while let Some(c) = change.take() {
+                match c {
+                    GatewayChange::Upsert(g) => batch.upserts.push(g),
+                    GatewayChange::Removed { account_id, id } => {
+                        batch.removals.push(GatewayRef { account_id, id })
+                    }
+                    GatewayChange::Reset => {
+                        self.pending = snapshot_batches(&self.mirror);
+                        batch = GatewayChanges::default();
+                        break;
+                    }
+                }
+                if batch.upserts.len() + batch.removals.len() < WATCH_BATCH {
+                    change = match self.changes.try_recv() {
+                        Ok(c) => Some(c),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            Some(GatewayChange::Reset)
+                        }
+                        Err(_) => None,
+                    };
+                }
+            }
+            if !batch.upserts.is_empty() || !batch.removals.is_empty() {
+                self.pending.push_back(batch);
+            }
+        }
+    }
 }
 
 /// A gateway as first stored, created and modified now.
@@ -71,9 +192,11 @@ fn not_leader(leader_addr: Option<String>) -> Status {
     let mut status = Status::failed_precondition(format!(
         "not the account-manager leader (leader: {leader_addr:?})"
     ));
-    if let Some(value) = leader_addr.and_then(|a| a.parse().ok()) {
-        status.metadata_mut().insert(LEADER_METADATA, value);
-    }
+    // Present even when the leader is unknown: it marks the refusal as retryable elsewhere.
+    let value = leader_addr
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| tonic::metadata::MetadataValue::from_static(""));
+    status.metadata_mut().insert(LEADER_METADATA, value);
     status
 }
 
@@ -104,16 +227,26 @@ pub(crate) async fn propose(group: &GroupHandle, kind: Kind) -> Result<Applied, 
 impl GatewaysService {
     /// Serve `registry`, replicating writes through `group`.
     pub fn new(registry: GatewayRegistry, group: GroupHandle) -> Self {
-        Self { registry, group }
+        Self {
+            registry,
+            watch_end: WatchEnd::new(group.clone()),
+            group,
+        }
+    }
+
+    /// Ends every watch stream, now and for watches opened from now on (see
+    /// [`ShardMapService::close`](crate::ShardMapService::close)).
+    pub fn close(&self) {
+        self.watch_end.close();
     }
 
     async fn propose(&self, kind: Kind) -> Result<Applied, Status> {
         propose(&self.group, kind).await
     }
 
-    /// Persist `default` for `account` if it is still implicit (the edge calls this on first use
-    /// so that the gateway shows up in listings, as Cloudflare's does).
-    pub async fn materialize_default(&self, account: &str) -> Result<(), Status> {
+    /// Persist `default` for `account` if it is still implicit, so that it shows up in
+    /// listings as Cloudflare's does (edges reach this through `GetGateway` on first use).
+    async fn materialize_default(&self, account: &str) -> Result<(), Status> {
         if self.registry.get(account, DEFAULT_GATEWAY).is_some() {
             return Ok(());
         }
@@ -149,6 +282,26 @@ fn outcome(applied: &Applied) -> Outcome {
 
 #[tonic::async_trait]
 impl Gateways for GatewaysService {
+    type WatchGatewaysStream = GatewayChangesStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_gateways(
+        &self,
+        _request: Request<WatchGatewaysRequest>,
+    ) -> Result<Response<Self::WatchGatewaysStream>, Status> {
+        let mirror = self.registry.mirror().clone();
+        // Subscribe before the snapshot is taken, so that no change falls between the two.
+        let changes = mirror.subscribe();
+        let watch = Watch {
+            pending: snapshot_batches(&mirror),
+            mirror,
+            changes,
+        };
+        let stream =
+            futures_util::stream::unfold(watch, Watch::next).take_until(self.watch_end.reached());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().id))]
     async fn create_gateway(
         &self,

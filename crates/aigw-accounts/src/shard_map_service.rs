@@ -1,29 +1,25 @@
 //! `aigw.admin.v1.Cluster` on the account-manager group: the shard map, read, watched and put.
 
-use std::pin::Pin;
-use std::sync::Arc;
-
 use aigw_placement::ShardMap;
 use aigw_proto::admin::cluster_server::Cluster;
 use aigw_proto::admin::{
     GetShardMapRequest, PutShardMapRequest, ShardMapVersion, WatchShardMapRequest,
 };
 use aigw_raft::GroupHandle;
-use futures_util::{Stream, StreamExt};
-use tokio::sync::watch;
+use futures_util::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
 use crate::ShardMapStore;
 use crate::command::{PutShardMap, Status as Outcome, kind::Kind};
-use crate::service::{propose, read_status};
+use crate::service::{WatchEnd, propose, read_status};
 
 /// Serves the shard map from the account-manager group.
 #[derive(Clone)]
 pub struct ShardMapService {
     store: ShardMapStore,
     group: GroupHandle,
-    closing: Arc<watch::Sender<bool>>,
+    watch_end: WatchEnd,
 }
 
 impl ShardMapService {
@@ -31,15 +27,15 @@ impl ShardMapService {
     pub fn new(store: ShardMapStore, group: GroupHandle) -> Self {
         Self {
             store,
+            watch_end: WatchEnd::new(group.clone()),
             group,
-            closing: Arc::new(watch::channel(false).0),
         }
     }
 
     /// Ends every watch stream, now and for watches opened from now on: a server shuts down
     /// gracefully only once its streams have ended, and watchers must resume elsewhere.
     pub fn close(&self) {
-        self.closing.send_replace(true);
+        self.watch_end.close();
     }
 }
 
@@ -51,7 +47,7 @@ fn version_of(map: &ShardMap) -> ShardMapVersion {
 }
 
 /// The stream of maps a watcher receives.
-pub type ShardMapStream = Pin<Box<dyn Stream<Item = Result<ShardMapVersion, Status>> + Send>>;
+pub type ShardMapStream = aigw_proto::BoxStream<ShardMapVersion>;
 
 #[tonic::async_trait]
 impl Cluster for ShardMapService {
@@ -81,13 +77,7 @@ impl Cluster for ShardMapService {
         // Every applied version, starting with the current one; a slow watcher skips to the
         // newest (a map replaces its predecessors entirely). The stream ends when this replica
         // stops serving the group or the service is closed, so watchers resume elsewhere.
-        let mut metrics = self.group.metrics();
-        let group_stopped = async move { while metrics.changed().await.is_ok() {} };
-        let mut closing = self.closing.subscribe();
-        let closed = async move {
-            let _ = closing.wait_for(|closing| *closing).await;
-        };
-        let end = futures_util::future::select(Box::pin(group_stopped), Box::pin(closed));
+        let end = self.watch_end.reached();
         let maps = WatchStream::new(self.store.watch())
             .filter_map(|map| async move { map.map(|m| Ok(version_of(&m))) })
             .take_until(end);

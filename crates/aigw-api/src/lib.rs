@@ -33,7 +33,7 @@ mod timefmt;
 
 use std::sync::Arc;
 
-use aigw_proto::admin::gateways_server::Gateways;
+use aigw_proto::DynGateways;
 use aigw_proto::shard::shard_server::Shard;
 use axum::Router;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
@@ -54,7 +54,7 @@ pub struct ApiState {
     /// Log storage: the shard-routing client or an in-process shard server (same interface).
     pub shards: Arc<dyn Shard>,
     /// Gateway settings, owned by the account manager.
-    pub gateways: Arc<dyn Gateways>,
+    pub gateways: Arc<DynGateways>,
     /// Resolves bearer tokens.
     pub auth: Arc<dyn Authenticator>,
 }

@@ -1,14 +1,16 @@
-//! Reaching shard groups from a stateless node.
+//! Reaching the groups that hold data from a node that does not.
 //!
-//! This crate owns how an edge (or any node without the data) finds and calls the shard group
-//! that holds a gateway's logs: the current [`ShardMap`], received through a watch channel so
-//! changes arrive without polling; one lazily connected gRPC channel per shard node; the leader
-//! of each group, learned from replies (a replica that does not lead names the leader in
-//! [`LEADER_METADATA`]) rather than looked up; and transparent retries across leader changes and
-//! node failures within a deadline. [`ShardRouter`] implements the same `aigw.shard.v1` [`Shard`]
-//! trait the shards serve, so the edge's log sink and the management API use it unchanged. It
-//! must not keep state on disk, and must not know how shards store logs. [`follow_shard_map`]
-//! feeds it: a watch stream on any account-manager replica, resumed on another when it breaks.
+//! This crate owns how an edge (or any node without the data) calls a Raft group: one lazily
+//! connected gRPC channel per node, the leader of each group learned from replies (a replica
+//! that does not lead says so in [`LEADER_METADATA`](aigw_proto::LEADER_METADATA)) rather than
+//! looked up, nodes that just timed out avoided for a few seconds, and transparent retries
+//! across leader changes and node failures within a deadline. [`ShardRouter`] implements the
+//! same `aigw.shard.v1` [`Shard`] trait the shards serve, following the current [`ShardMap`], so
+//! the edge's log sink and the management API use it unchanged; [`AccountsClient`] does the
+//! same for the account manager's `Gateways` and `Cluster` services. [`follow_shard_map`] and
+//! [`follow_gateways`] keep the map and the gateways current from watch streams on any
+//! account-manager replica, resumed on another when one breaks. It must not keep state on disk,
+//! and must not know how shards store logs.
 //!
 //! Every `aigw.shard.v1` call is safe to retry: ingestion is idempotent by log id, updates set
 //! fields, deletions of what is already gone delete nothing. So a call whose outcome is unknown
@@ -16,14 +18,22 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+mod accounts;
+mod caller;
+mod credentials;
 mod follow;
 
-pub use follow::follow_shard_map;
+pub use accounts::AccountsClient;
+pub use credentials::Credentials;
+pub use follow::{connect, follow_gateways, follow_shard_map};
+
+use caller::Caller;
 
 use aigw_placement::{GroupId, ShardMap};
+use aigw_proto::MAX_SHARD_MESSAGE_BYTES;
 use aigw_proto::shard::shard_client::ShardClient;
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{
@@ -31,12 +41,9 @@ use aigw_proto::shard::{
     GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestEntry, IngestRequest,
     IngestResponse, ListLogsRequest, ListLogsResponse, UpdateLogRequest, UpdateLogResponse,
 };
-use aigw_proto::{GROUP_METADATA, LEADER_METADATA, MAX_SHARD_MESSAGE_BYTES};
 use tokio::sync::watch;
-use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Response, Status};
-use tracing::Instrument;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
 
 /// How hard the router tries before it gives up on a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +67,9 @@ impl Default for RetryPolicy {
             // leader's first commit, short enough that the edge's log shipper retries the batch.
             deadline: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(1),
-            attempt_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -70,11 +77,7 @@ impl Default for RetryPolicy {
 /// Calls shard groups on their leaders, following the watched [`ShardMap`].
 pub struct ShardRouter {
     map: watch::Receiver<Arc<ShardMap>>,
-    policy: RetryPolicy,
-    /// Node address → channel (one HTTP/2 connection, shared by every group on the node).
-    channels: Mutex<HashMap<String, Channel>>,
-    /// Group → address of its last known leader.
-    leaders: Mutex<HashMap<GroupId, String>>,
+    caller: Caller,
 }
 
 impl ShardRouter {
@@ -82,15 +85,13 @@ impl ShardRouter {
     pub fn new(map: watch::Receiver<Arc<ShardMap>>) -> Self {
         Self {
             map,
-            policy: RetryPolicy::default(),
-            channels: Mutex::default(),
-            leaders: Mutex::default(),
+            caller: Caller::new(RetryPolicy::default()),
         }
     }
 
     /// Uses `policy` instead of the default.
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
-        self.policy = policy;
+        self.caller = Caller::new(policy);
         self
     }
 
@@ -101,37 +102,11 @@ impl ShardRouter {
 
     /// The address the router would call first for `group`, if it knows its leader.
     pub fn known_leader(&self, group: GroupId) -> Option<String> {
-        lock(&self.leaders).get(&group).cloned()
+        self.caller.known_leader(group)
     }
 
-    fn client(&self, addr: &str) -> Result<ShardClient<Channel>, Status> {
-        let mut channels = lock(&self.channels);
-        let channel = match channels.get(addr) {
-            Some(channel) => channel.clone(),
-            None => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| {
-                        Status::invalid_argument(format!("bad shard node address `{addr}`: {e}"))
-                    })?
-                    .connect_timeout(self.policy.connect_timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_while_idle(true);
-                let channel = endpoint.connect_lazy();
-                channels.insert(addr.to_owned(), channel.clone());
-                channel
-            }
-        };
-        Ok(ShardClient::new(channel)
-            .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES))
-    }
-
-    /// Where to send the next attempt for `group`: its known leader, else the replicas in turn.
-    fn target(&self, group: GroupId, turn: usize) -> Result<String, Status> {
-        if let Some(leader) = self.known_leader(group) {
-            return Ok(leader);
-        }
+    /// The replica to try on turn `turn` for `group` when its leader is unknown.
+    fn replica(&self, group: GroupId, turn: usize) -> Result<String, Status> {
         let map = self.map.borrow();
         let replicas = map
             .replicas(group)
@@ -145,95 +120,29 @@ impl ShardRouter {
         })
     }
 
-    /// Sends `message` to `group` with `call`, following leader hints and retrying retryable
-    /// failures until the policy's deadline.
+    /// Sends `message` to `group` on its leader with `call`.
     async fn call<M, R, F, Fut>(&self, group: GroupId, message: M, call: F) -> Result<R, Status>
     where
         M: Clone,
         F: Fn(ShardClient<Channel>, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
-        let span = tracing::debug_span!("shard_call", group, attempts = tracing::field::Empty);
-        async move {
-            let deadline = Instant::now() + self.policy.deadline;
-            let mut backoff = self.policy.initial_backoff;
-            let mut turn = 0;
-            let mut attempt = 0u32;
-            let mut followed_hint = false;
-            loop {
-                attempt += 1;
-                let addr = self.target(group, turn)?;
-                let mut request = Request::new(message.clone());
-                request.set_timeout(self.policy.attempt_timeout);
-                request.metadata_mut().insert(
-                    GROUP_METADATA,
-                    group
-                        .to_string()
-                        .parse()
-                        .map_err(|_| Status::internal("group id"))?,
-                );
-                let error = match call(self.client(&addr)?, request).await {
-                    Ok(response) => {
-                        lock(&self.leaders).insert(group, addr);
-                        tracing::Span::current().record("attempts", attempt);
-                        return Ok(response.into_inner());
-                    }
-                    Err(status) => status,
-                };
-                let hint = leader_hint(&error).filter(|hint| *hint != addr);
-                match (error.code(), hint) {
-                    // Refused by a follower that knows the leader: go there now (once in a
-                    // row: replicas with stale views could otherwise bounce us around).
-                    (Code::FailedPrecondition, Some(leader)) if !followed_hint => {
-                        lock(&self.leaders).insert(group, leader);
-                        followed_hint = true;
-                        continue;
-                    }
-                    (Code::FailedPrecondition, Some(leader)) => {
-                        lock(&self.leaders).insert(group, leader);
-                    }
-                    (
-                        Code::FailedPrecondition
-                        | Code::Unavailable
-                        | Code::DeadlineExceeded
-                        | Code::Cancelled
-                        | Code::Unknown,
-                        _,
-                    ) => {
-                        lock(&self.leaders).remove(&group);
-                        turn += 1;
-                    }
-                    _ => return Err(error),
-                }
-                followed_hint = false;
-                if Instant::now() + backoff > deadline {
-                    return Err(Status::unavailable(format!(
-                        "shard group {group} is unavailable after {attempt} attempts: {}",
-                        error.message()
-                    )));
-                }
-                tracing::debug!(group, attempt, %addr, code = ?error.code(), "retrying shard call");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(self.policy.max_backoff);
-            }
-        }
-        .instrument(span)
-        .await
+        self.caller
+            .call(
+                group,
+                |turn| self.replica(group, turn),
+                message,
+                |channel, request| {
+                    call(
+                        ShardClient::new(channel)
+                            .max_decoding_message_size(MAX_SHARD_MESSAGE_BYTES)
+                            .max_encoding_message_size(MAX_SHARD_MESSAGE_BYTES),
+                        request,
+                    )
+                },
+            )
+            .await
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The leader address a refusing replica named, if any.
-fn leader_hint(status: &Status) -> Option<String> {
-    status
-        .metadata()
-        .get(LEADER_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
 }
 
 impl ShardRouter {

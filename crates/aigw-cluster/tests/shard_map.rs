@@ -1,18 +1,24 @@
-//! The shard map in the account-manager group, three replicas over real gRPC: puts are
-//! compare-and-set, a follower of the map sees every version, and keeps seeing them after the
-//! replica it watched dies.
+//! The account-manager group, three replicas over real gRPC, as other nodes use it through
+//! [`AccountsClient`]: shard map puts are compare-and-set, a follower of the map sees every
+//! version, and keeps seeing them after the replica it watched dies; gateways written through
+//! any replica reach a followed mirror, which also survives the loss of its replica.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aigw_accounts::{AccountsApp, GatewayRegistry, ShardMapService, ShardMapStore};
-use aigw_cluster::{RetryPolicy, follow_shard_map};
+use aigw_accounts::{
+    AccountsApp, GatewayRegistry, GatewaysService, ShardMapService, ShardMapStore,
+};
+use aigw_cluster::{AccountsClient, Credentials, RetryPolicy, follow_gateways, follow_shard_map};
 use aigw_placement::{NodeInfo, ShardMap};
-use aigw_proto::LEADER_METADATA;
 use aigw_proto::admin::cluster_client::ClusterClient;
-use aigw_proto::admin::cluster_server::ClusterServer;
-use aigw_proto::admin::{GetShardMapRequest, PutShardMapRequest};
+use aigw_proto::admin::cluster_server::{Cluster, ClusterServer};
+use aigw_proto::admin::gateways_server::{Gateways, GatewaysServer};
+use aigw_proto::admin::{
+    CreateGatewayRequest, GatewayRef, GatewaySettings, GetShardMapRequest, PutShardMapRequest,
+    UpdateGatewayRequest,
+};
 use aigw_raft::openraft::BasicNode;
 use aigw_raft::{NodeConfig, NodeId, RaftNode};
 use tokio::sync::oneshot;
@@ -64,7 +70,7 @@ async fn start_managers() -> BTreeMap<NodeId, (String, ManagerNode)> {
         let group = raft
             .start_group(
                 ACCOUNTS,
-                Arc::new(AccountsApp::new(registry, store.clone())),
+                Arc::new(AccountsApp::new(registry.clone(), store.clone())),
                 members.clone(),
             )
             .await
@@ -73,7 +79,11 @@ async fn start_managers() -> BTreeMap<NodeId, (String, ManagerNode)> {
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(raft.grpc_service())
-                .add_service(ClusterServer::new(ShardMapService::new(store, group)))
+                .add_service(ClusterServer::new(ShardMapService::new(
+                    store,
+                    group.clone(),
+                )))
+                .add_service(GatewaysServer::new(GatewaysService::new(registry, group)))
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                     let _ = stopped.await;
                 }),
@@ -94,33 +104,24 @@ async fn start_managers() -> BTreeMap<NodeId, (String, ManagerNode)> {
     nodes
 }
 
-/// Puts `map` through whichever replica leads (waiting out elections).
+/// Puts `map` through whichever replica leads (the client waits out elections).
 async fn put(addrs: &[String], expected_version: u64, map: Vec<u8>) -> Result<u64, Status> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        for addr in addrs {
-            let Ok(mut client) = ClusterClient::connect(format!("http://{addr}")).await else {
-                continue;
-            };
-            let request = PutShardMapRequest {
-                expected_version,
-                map: map.clone().into(),
-            };
-            match client.put_shard_map(request).await {
-                Ok(reply) => return Ok(reply.into_inner().version),
-                Err(e) if e.metadata().get(LEADER_METADATA).is_some() => {}
-                Err(e) if e.code() == Code::Unavailable => {}
-                Err(e)
-                    if e.code() == Code::FailedPrecondition && e.message().contains("leader") => {}
-                Err(e) => return Err(e),
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader took the put"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let client = AccountsClient::new(addrs.to_vec(), RetryPolicy::default(), Credentials::none())?;
+    let request = PutShardMapRequest {
+        expected_version,
+        map: map.into(),
+    };
+    Ok(client
+        .put_shard_map(tonic::Request::new(request))
+        .await?
+        .into_inner()
+        .version)
+}
+
+async fn stop(node: ManagerNode) {
+    node.raft.shutdown().await.expect("shutdown");
+    let _ = node.stop_server.send(());
+    node.server.await.expect("server task").expect("server");
 }
 
 fn map(version_steps: u64, nodes: u64) -> ShardMap {
@@ -139,7 +140,7 @@ async fn the_shard_map_is_replicated_compared_and_set_and_followed() {
 
     let v1 = map(1, 3);
     assert_eq!(put(&addrs, 0, v1.to_bytes()).await.expect("put v1"), 1);
-    let mut follower = follow_shard_map(addrs.clone(), RetryPolicy::default())
+    let mut follower = follow_shard_map(addrs.clone(), RetryPolicy::default(), Credentials::none())
         .await
         .expect("follow");
     assert_eq!(**follower.borrow_and_update(), v1);
@@ -178,9 +179,7 @@ async fn the_shard_map_is_replicated_compared_and_set_and_followed() {
     // The follower watches the first seed; kill it. The survivors elect (if it led), take v3,
     // and the follower resumes on one of them.
     let (_, first) = nodes.remove(&1).expect("node 1");
-    first.raft.shutdown().await.expect("shutdown");
-    let _ = first.stop_server.send(());
-    first.server.await.expect("server task").expect("server");
+    stop(first).await;
     let survivors: Vec<String> = nodes.values().map(|(addr, _)| addr.clone()).collect();
     let v3 = v2
         .rebalance(map(1, 3).nodes().values().cloned(), 3, 64)
@@ -209,9 +208,107 @@ async fn the_shard_map_is_replicated_compared_and_set_and_followed() {
     assert_eq!(ShardMap::from_bytes(&found.map).expect("decode"), v3);
 
     for (_, (_, node)) in nodes {
-        node.raft.shutdown().await.expect("shutdown");
-        let _ = node.stop_server.send(());
-        node.server.await.expect("server task").expect("server");
+        stop(node).await;
+    }
+}
+
+/// Waits until `check` holds (the mirror is updated asynchronously).
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn create(account: &str, id: &str) -> tonic::Request<CreateGatewayRequest> {
+    tonic::Request::new(CreateGatewayRequest {
+        account_id: account.into(),
+        id: id.into(),
+        settings: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_written_anywhere_reach_a_mirror_that_outlives_its_replica() {
+    let mut nodes = start_managers().await;
+    let addrs: Vec<String> = nodes.values().map(|(addr, _)| addr.clone()).collect();
+    let client = AccountsClient::new(addrs.clone(), RetryPolicy::default(), Credentials::none())
+        .expect("client");
+
+    // Written before the mirror exists: it arrives with the first snapshot.
+    client
+        .create_gateway(create("a", "prod"))
+        .await
+        .expect("create");
+    let mirror = follow_gateways(addrs.clone(), RetryPolicy::default(), Credentials::none())
+        .await
+        .expect("follow");
+    assert!(mirror.get("a", "prod").is_some());
+
+    // Later changes stream in: an update, a delete, an implicit default made real.
+    client
+        .update_gateway(tonic::Request::new(UpdateGatewayRequest {
+            account_id: "a".into(),
+            id: "prod".into(),
+            settings: Some(GatewaySettings {
+                collect_logs: false,
+                ..GatewaySettings::default()
+            }),
+        }))
+        .await
+        .expect("update");
+    client
+        .create_gateway(create("a", "dev"))
+        .await
+        .expect("create");
+    client
+        .delete_gateway(tonic::Request::new(GatewayRef {
+            account_id: "a".into(),
+            id: "dev".into(),
+        }))
+        .await
+        .expect("delete");
+    client
+        .get_gateway(tonic::Request::new(GatewayRef {
+            account_id: "b".into(),
+            id: "default".into(),
+        }))
+        .await
+        .expect("default");
+    eventually("changes reach the mirror", || {
+        mirror
+            .settings("a", "prod")
+            .is_some_and(|s| !s.collect_logs)
+            && mirror.get("a", "dev").is_none()
+            && mirror.get("b", "default").is_some()
+    })
+    .await;
+    let duplicate = client
+        .create_gateway(create("a", "prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        duplicate.code(),
+        Code::AlreadyExists,
+        "not retried: {duplicate}"
+    );
+
+    // The mirror watches the first seed; stop it. The survivors take a write, and the mirror
+    // resumes on one of them.
+    let (_, first) = nodes.remove(&1).expect("node 1");
+    stop(first).await;
+    client
+        .create_gateway(create("c", "late"))
+        .await
+        .expect("create on survivors");
+    eventually("the mirror resumes on a survivor", || {
+        mirror.get("c", "late").is_some() && mirror.get("a", "prod").is_some()
+    })
+    .await;
+
+    for (_, (_, node)) in nodes {
+        stop(node).await;
     }
 }
 
@@ -221,7 +318,7 @@ async fn following_nowhere_is_a_clear_error() {
         deadline: Duration::from_millis(300),
         ..RetryPolicy::default()
     };
-    let err = follow_shard_map(vec!["127.0.0.1:1".into()], policy)
+    let err = follow_shard_map(vec!["127.0.0.1:1".into()], policy, Credentials::none())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
@@ -230,6 +327,8 @@ async fn following_nowhere_is_a_clear_error() {
         "{}",
         err.message()
     );
-    let err = follow_shard_map(vec![], policy).await.unwrap_err();
+    let err = follow_shard_map(vec![], policy, Credentials::none())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }

@@ -10,5 +10,6 @@ mod model;
 
 pub use load::{ConfigError, KeyError, Override, Overrides, load};
 pub use model::{
-    ApiToken, BlobConfig, BlobKind, Config, LogQueueConfig, ProviderConfig, ProxyConfig,
+    ApiToken, BlobConfig, BlobKind, ClusterConfig, Config, LogQueueConfig, Member, ProviderConfig,
+    ProxyConfig, Role,
 };

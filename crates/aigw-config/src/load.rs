@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use aigw_providers::ProviderCatalog;
 use toml::{Table, Value};
 
-use crate::model::Config;
+use crate::model::{Config, Role};
 
 /// Prefix of environment variables that override configuration keys.
 const ENV_PREFIX: &str = "AIGW_";
@@ -195,6 +195,15 @@ fn apply_override(table: &mut Table, template: &Value, o: &Override) -> Result<(
             .map(Value::Boolean)
             .map_err(|_| format!("expected true or false, got `{}`", o.value))?,
         Some(Value::Table(_)) => return Err("is a section; set one of its keys instead".to_owned()),
+        // Lists are comma-separated (`AIGW_CLUSTER__MEMBERS=1=a:9090,2=b:9090`).
+        Some(Value::Array(_)) => Value::Array(
+            o.value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_owned()))
+                .collect(),
+        ),
         _ => Value::String(o.value.clone()),
     };
     let (last, parents) = parts.split_last().ok_or("empty key")?;
@@ -305,6 +314,7 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
             ),
         );
     }
+    validate_cluster(config, &mut check);
     for (slug, provider) in &config.providers {
         if let Err(e) = ProviderCatalog::new([(slug.as_str(), provider.base_url.as_str())]) {
             let key = format!("providers.{slug}.base_url");
@@ -312,6 +322,68 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         }
     }
     errors
+}
+
+/// The roles' cluster requirements: a cluster node needs the member list; a node of it must
+/// not reuse a member's id at another address; the all-in-one process forms its own cluster.
+fn validate_cluster(config: &Config, check: &mut impl FnMut(bool, &str, String)) {
+    let cluster = &config.cluster;
+    let members = match cluster.parsed_members() {
+        Ok(members) => members,
+        Err(e) => return check(false, "cluster.members", e),
+    };
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    check(
+        ids.len() == members.len(),
+        "cluster.members",
+        "lists a node id twice".to_owned(),
+    );
+    match config.role {
+        Role::All => check(
+            members.is_empty(),
+            "cluster.members",
+            "is for role = \"edge\" or \"shard\"; role = \"all\" runs its own one-node cluster"
+                .to_owned(),
+        ),
+        Role::Edge | Role::Shard => check(
+            !members.is_empty(),
+            "cluster.members",
+            format!(
+                "role = \"{}\" needs the account-manager replicas (`id=host:port`, comma-separated)",
+                if config.role == Role::Edge {
+                    "edge"
+                } else {
+                    "shard"
+                }
+            ),
+        ),
+    }
+    if config.role == Role::Shard
+        && let Some(me) = members.iter().find(|m| m.id == config.node_id)
+    {
+        let advertised = config.advertised_grpc_addr();
+        check(
+            me.addr == advertised,
+            "node_id",
+            format!(
+                "node {} is listed in cluster.members at {}, but this node advertises {advertised}: \
+                 reusing another node's id would corrupt its raft groups",
+                me.id, me.addr
+            ),
+        );
+    }
+    check(
+        cluster.shard_groups > 0,
+        "cluster.shard_groups",
+        "must be greater than 0".to_owned(),
+    );
+    check(
+        cluster.replication > 0,
+        "cluster.replication",
+        "must be greater than 0".to_owned(),
+    );
 }
 
 #[cfg(test)]
@@ -406,6 +478,60 @@ mod tests {
             msg.contains("`admin_token`") && !msg.contains("short`"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn cluster_roles_need_and_check_members() {
+        let msg = invalid(load(None, &env(&[("AIGW_ROLE", "edge")])));
+        assert!(msg.contains("`cluster.members`"), "{msg}");
+        let msg = invalid(load(None, &env(&[("AIGW_ROLE", "router")])));
+        assert!(msg.contains("`role`") && msg.contains("router"), "{msg}");
+        let msg = invalid(load(
+            None,
+            &env(&[
+                ("AIGW_ROLE", "shard"),
+                ("AIGW_CLUSTER__MEMBERS", "1=a:1,x=b:2"),
+            ]),
+        ));
+        assert!(msg.contains("`x=b:2`"), "{msg}");
+        let msg = invalid(load(
+            None,
+            &env(&[
+                ("AIGW_ROLE", "shard"),
+                ("AIGW_CLUSTER__MEMBERS", "1=a:1,1=b:2"),
+            ]),
+        ));
+        assert!(msg.contains("twice"), "{msg}");
+        let msg = invalid(load(
+            None,
+            &env(&[
+                ("AIGW_ROLE", "shard"),
+                ("AIGW_NODE_ID", "2"),
+                ("AIGW_CLUSTER__MEMBERS", "1=127.0.0.1:9090,2=10.0.0.2:9090"),
+            ]),
+        ));
+        assert!(
+            msg.contains("`node_id`") && msg.contains("10.0.0.2:9090"),
+            "{msg}"
+        );
+
+        let c = load(
+            None,
+            &env(&[
+                ("AIGW_ROLE", "shard"),
+                ("AIGW_ADVERTISE_ADDR", "10.0.0.2:9090"),
+                ("AIGW_NODE_ID", "2"),
+                (
+                    "AIGW_CLUSTER__MEMBERS",
+                    " 1=10.0.0.1:9090, 2=10.0.0.2:9090 ,",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.role, Role::Shard);
+        let members = c.cluster.parsed_members().unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[1].addr, "10.0.0.2:9090");
     }
 
     #[test]

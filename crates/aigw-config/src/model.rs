@@ -8,10 +8,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Which roles this process runs: `all` (one-process gateway), `edge` or `shard`.
+    pub role: Role,
     /// Address of the HTTP listener (inference, management API, health, metrics).
     pub http_addr: SocketAddr,
     /// Address of the gRPC listener (shard and admin services).
     pub grpc_addr: SocketAddr,
+    /// Address other nodes dial to reach this node's gRPC services; empty means `grpc_addr`
+    /// (set it when listening on `0.0.0.0` or behind NAT, e.g. `shard-1:9090`).
+    pub advertise_addr: String,
     /// Directory for all local state (index, blobs).
     pub data_dir: PathBuf,
     /// Bearer token that grants every administrative permission. Never logged.
@@ -31,13 +36,17 @@ pub struct Config {
     pub log_queue: LogQueueConfig,
     /// Where request and response bodies are stored.
     pub blob: BlobConfig,
+    /// How this node finds and forms the cluster (`[cluster]`); unused by `role = "all"`.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            role: Role::All,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            advertise_addr: String::new(),
             data_dir: PathBuf::from("./data"),
             admin_token: None,
             api_tokens: Vec::new(),
@@ -47,7 +56,101 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             log_queue: LogQueueConfig::default(),
             blob: BlobConfig::default(),
+            cluster: ClusterConfig::default(),
         }
+    }
+}
+
+impl Config {
+    /// The address peers reach this node's gRPC services at.
+    pub fn advertised_grpc_addr(&self) -> String {
+        if self.advertise_addr.is_empty() {
+            self.grpc_addr.to_string()
+        } else {
+            self.advertise_addr.clone()
+        }
+    }
+}
+
+/// The roles one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything in one process on single-member groups: edge, management API, account
+    /// manager and one log shard.
+    #[default]
+    All,
+    /// Stateless: proxies requests, serves the management API, and reaches the account
+    /// manager and the shards of `cluster.members` over gRPC. Keeps nothing on disk.
+    Edge,
+    /// Stores: runs the replicas of the shard groups the shard map places on it, and — when
+    /// listed in `cluster.members` — of the account-manager group.
+    Shard,
+}
+
+/// Cluster membership (`[cluster]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The account-manager replicas as `id=host:port` (their node ids and advertised gRPC
+    /// addresses), the same list on every node. Shard nodes listed here form the
+    /// account-manager group and bootstrap the shard map from this list; edges and other
+    /// shard nodes use the addresses as seeds.
+    pub members: Vec<String>,
+    /// Shard groups in the first shard map a new cluster plans.
+    pub shard_groups: u32,
+    /// Replicas per shard group (at most the number of shard nodes).
+    pub replication: u32,
+    /// How long a starting edge waits to reach the cluster before it exits with an error.
+    pub join_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+            shard_groups: 16,
+            replication: 3,
+            join_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One parsed entry of `cluster.members`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node id.
+    pub id: u64,
+    /// Advertised gRPC address.
+    pub addr: String,
+}
+
+impl ClusterConfig {
+    /// `members`, parsed; the error names the first malformed entry.
+    pub fn parsed_members(&self) -> Result<Vec<Member>, String> {
+        self.members
+            .iter()
+            .map(|entry| {
+                let (id, addr) = entry
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{entry}` is not `id=host:port`"))?;
+                let id: u64 =
+                    id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+                        format!("`{entry}`: the node id must be a positive integer")
+                    })?;
+                let addr = addr.trim();
+                let port_ok = addr
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !port_ok {
+                    return Err(format!("`{entry}`: `{addr}` is not host:port"));
+                }
+                Ok(Member {
+                    id,
+                    addr: addr.to_owned(),
+                })
+            })
+            .collect()
     }
 }
 

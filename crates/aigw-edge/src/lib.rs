@@ -39,7 +39,7 @@ pub use error::EdgeError;
 pub use gateways::{GatewayDirectory, GatewaySettings, InMemoryGateways};
 pub use memory_sink::MemorySink;
 pub use metrics::Metrics;
-pub use shard_sink::ShardLogSink;
+pub use shard_sink::{Placement, ShardLogSink};
 pub use shipper::{LogEntry, LogShipper, LogSink, PendingLog, ShipperTask, SinkError, SinkFuture};
 
 /// Proxy limits resolved from the configuration.

@@ -8,15 +8,29 @@ use aigw_proto::shard::{IngestEntry, IngestRequest};
 
 use crate::shipper::{LogEntry, LogSink, SinkError, SinkFuture};
 
+/// Which part of the store holds a gateway's logs (its shard group).
+pub type Placement = Arc<dyn Fn(&str, &str) -> u64 + Send + Sync>;
+
 /// Writes log batches to a shard service.
 pub struct ShardLogSink {
     shard: Arc<dyn Shard>,
+    placement: Option<Placement>,
 }
 
 impl ShardLogSink {
-    /// A sink writing to `shard`.
+    /// A sink writing to `shard`, one lane for every gateway.
     pub fn new(shard: Arc<dyn Shard>) -> Self {
-        Self { shard }
+        Self {
+            shard,
+            placement: None,
+        }
+    }
+
+    /// Gives each part of the store its own lane (`placement` names the part holding a
+    /// gateway), so that one unavailable shard group holds back only its own logs.
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
     }
 }
 
@@ -40,5 +54,9 @@ impl LogSink for ShardLogSink {
                 .map(|_| ())
                 .map_err(|status| SinkError(format!("{}: {}", status.code(), status.message())))
         })
+    }
+
+    fn lane(&self, account: &str, gateway: &str) -> u64 {
+        self.placement.as_ref().map_or(0, |p| p(account, gateway))
     }
 }

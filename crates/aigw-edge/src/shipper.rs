@@ -1,14 +1,19 @@
 //! Handing log records to the store without making responses wait.
 //!
 //! The proxy builds a [`PendingLog`] per request and calls [`LogShipper::ship`], which never
-//! blocks: the record goes into a bounded queue, or — when the queue is full — is counted in
-//! `aigw_logs_dropped_total` and reported with a warning. A single worker task drains the queue,
-//! finishes each record off the hot path (usage, model, cost) and writes batches to a [`LogSink`].
+//! blocks: the record joins the queue of its *lane* — the sink's partition of its gateway, a
+//! shard group in a cluster — or, when the records buffered across every lane reach the bound,
+//! is counted in `aigw_logs_dropped_total` and reported with a warning. Each lane has its own
+//! worker task, which finishes records off the hot path (usage, model, cost) and writes them in
+//! batches to the [`LogSink`], retrying a failed batch until it is written. So a lane whose
+//! store is unavailable holds its records (up to the bound) without delaying the others, and
+//! lanes write concurrently.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aigw_providers::{
@@ -45,6 +50,13 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 pub trait LogSink: Send + Sync + 'static {
     /// Durably accept every entry of `batch`, or fail the whole batch (it may be retried).
     fn write_batch<'a>(&'a self, batch: &'a [LogEntry]) -> SinkFuture<'a>;
+
+    /// The lane of a gateway's records: records of different lanes are written, retried and
+    /// held independently. A sink whose parts fail independently (the shard groups of a
+    /// cluster) names them here; one lane by default.
+    fn lane(&self, _account: &str, _gateway: &str) -> u64 {
+        0
+    }
 }
 
 /// A request as captured by the edge, before usage and cost are worked out.
@@ -115,128 +127,222 @@ impl PendingLog {
 /// The sending side of the log queue; cheap to clone.
 #[derive(Clone)]
 pub struct LogShipper {
-    tx: mpsc::Sender<PendingLog>,
-    metrics: Arc<Metrics>,
-    last_warning_secs: Arc<AtomicU64>,
+    queue: Arc<Queue>,
 }
 
-/// The worker draining the queue; await [`ShipperTask::drained`] after the last
+/// The lanes and their shared bound. Dropped with the last [`LogShipper`], which closes every
+/// lane: the workers drain what they hold and stop.
+struct Queue {
+    sink: Arc<dyn LogSink>,
+    batch_size: usize,
+    capacity: usize,
+    /// Records accepted and not yet written or dropped, across every lane.
+    buffered: Arc<AtomicUsize>,
+    /// Read on every record, written once per lane.
+    lanes: RwLock<HashMap<u64, mpsc::UnboundedSender<PendingLog>>>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Set when the queue closes: from then on a failing batch is retried only for
+    /// [`SHUTDOWN_RETRY_BUDGET`].
+    closing: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    last_warning_secs: AtomicU64,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The workers draining the lanes; await [`ShipperTask::drained`] after the last
 /// [`LogShipper`] is dropped to flush everything queued.
 pub struct ShipperTask {
-    handle: JoinHandle<()>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl ShipperTask {
     /// Wait until every queued record has been written (or counted as dropped).
     pub async fn drained(self) {
-        if let Err(e) = self.handle.await {
-            tracing::error!(error = %e, "log shipper task failed");
+        loop {
+            let workers: Vec<JoinHandle<()>> =
+                std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+            if workers.is_empty() {
+                return;
+            }
+            for worker in workers {
+                if let Err(e) = worker.await {
+                    tracing::error!(error = %e, "log shipper task failed");
+                }
+            }
         }
     }
 }
 
-/// How long a failing batch is retried (the store may be electing a leader or restarting)
-/// before its records are counted as dropped. Meanwhile new records queue up, and past the
-/// queue's capacity they are dropped and counted too.
-const RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// After shutdown begins, how long a failing batch is still retried before its records are
+/// counted as dropped (a lane whose store stays down must not hold the process forever).
+const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(30);
 /// First pause between attempts; doubled each time up to [`RETRY_MAX_DELAY`].
 const RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 impl LogShipper {
-    /// Start the worker writing to `sink` through a queue of `capacity` records, `batch_size`
-    /// at a time.
+    /// Start shipping to `sink`: at most `capacity` records buffered across every lane,
+    /// written `batch_size` at a time.
     pub fn spawn(
         sink: Arc<dyn LogSink>,
         capacity: usize,
         batch_size: usize,
         metrics: Arc<Metrics>,
     ) -> (LogShipper, ShipperTask) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let handle = tokio::spawn(run_worker(rx, sink, batch_size, metrics.clone()));
-        let shipper = LogShipper {
-            tx,
+        let workers = Arc::new(Mutex::new(Vec::new()));
+        let queue = Queue {
+            sink,
+            batch_size,
+            capacity,
+            buffered: Arc::new(AtomicUsize::new(0)),
+            lanes: RwLock::default(),
+            workers: workers.clone(),
+            closing: Arc::new(AtomicBool::new(false)),
             metrics,
-            last_warning_secs: Arc::new(AtomicU64::new(0)),
+            last_warning_secs: AtomicU64::new(0),
         };
-        (shipper, ShipperTask { handle })
+        (
+            LogShipper {
+                queue: Arc::new(queue),
+            },
+            ShipperTask { workers },
+        )
     }
 
-    /// Queue a record without waiting. When the queue is full the record is dropped, counted and
-    /// warned about (at most one warning per second, carrying the running total).
+    /// Queue a record without waiting. When the bound is reached the record is dropped,
+    /// counted and warned about (at most one warning per second, carrying the running total).
     pub fn ship(&self, pending: PendingLog) {
-        let reason = match self.tx.try_send(pending) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(_)) => DropReason::QueueFull,
-            Err(mpsc::error::TrySendError::Closed(_)) => DropReason::Closed,
+        let q = &self.queue;
+        if q.buffered.fetch_add(1, Ordering::Relaxed) >= q.capacity {
+            q.buffered.fetch_sub(1, Ordering::Relaxed);
+            return self.dropped(DropReason::QueueFull);
+        }
+        let lane = q
+            .sink
+            .lane(&pending.record.account_id, &pending.record.gateway_id);
+        let lanes = q.lanes.read().unwrap_or_else(PoisonError::into_inner);
+        let sent = if let Some(sender) = lanes.get(&lane) {
+            sender.send(pending)
+        } else {
+            drop(lanes);
+            let mut lanes = q.lanes.write().unwrap_or_else(PoisonError::into_inner);
+            lanes
+                .entry(lane)
+                .or_insert_with(|| q.open_lane(lane))
+                .send(pending)
         };
-        self.metrics.logs_dropped(reason, 1);
+        if sent.is_err() {
+            q.buffered.fetch_sub(1, Ordering::Relaxed);
+            self.dropped(DropReason::Closed);
+        }
+    }
+
+    fn dropped(&self, reason: DropReason) {
+        let q = &self.queue;
+        q.metrics.logs_dropped(reason, 1);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if self.last_warning_secs.swap(now, Ordering::Relaxed) != now {
+        if q.last_warning_secs.swap(now, Ordering::Relaxed) != now {
             tracing::warn!(
                 ?reason,
-                dropped_total = self.metrics.logs_dropped_total(),
-                capacity = self.capacity(),
+                dropped_total = q.metrics.logs_dropped_total(),
+                capacity = q.capacity,
                 "log record dropped: the log queue cannot take it"
             );
         }
     }
 
-    /// Records waiting in the queue.
+    /// Records waiting to be written, across every lane.
     pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.queue.buffered.load(Ordering::Relaxed)
     }
 
-    /// Records the queue can hold.
+    /// Records the queue can hold, across every lane.
     pub fn capacity(&self) -> usize {
-        self.tx.max_capacity()
+        self.queue.capacity
     }
 
-    /// Whether the worker is still running.
+    /// Whether the shipper still accepts records.
     pub fn is_running(&self) -> bool {
-        !self.tx.is_closed()
+        !self.queue.closing.load(Ordering::Relaxed)
     }
 }
 
-async fn run_worker(
-    mut rx: mpsc::Receiver<PendingLog>,
+impl Queue {
+    /// A lane's queue, with its worker.
+    fn open_lane(&self, lane: u64) -> mpsc::UnboundedSender<PendingLog> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Lane {
+            lane,
+            sink: self.sink.clone(),
+            batch_size: self.batch_size,
+            buffered: self.buffered.clone(),
+            closing: self.closing.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let handle = tokio::spawn(worker.run(rx));
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle);
+        tx
+    }
+}
+
+/// One lane's worker.
+struct Lane {
+    lane: u64,
     sink: Arc<dyn LogSink>,
     batch_size: usize,
+    buffered: Arc<AtomicUsize>,
+    closing: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-) {
-    let mut pending = Vec::with_capacity(batch_size);
-    while rx.recv_many(&mut pending, batch_size).await > 0 {
-        let batch: Vec<LogEntry> = pending.drain(..).map(PendingLog::finish).collect();
-        let n = batch.len();
-        if write_with_retry(sink.as_ref(), &batch).await {
-            metrics.logs_written(n);
-        } else {
-            metrics.logs_dropped(DropReason::SinkError, n);
-        }
-    }
 }
 
-/// Write a batch, retrying with backoff; `false` when every attempt failed.
-async fn write_with_retry(sink: &dyn LogSink, batch: &[LogEntry]) -> bool {
-    let started = tokio::time::Instant::now();
-    let mut delay = RETRY_FIRST_DELAY;
-    let mut attempt = 1u32;
-    loop {
-        match sink.write_batch(batch).await {
-            Ok(()) => return true,
-            Err(e) if started.elapsed() + delay < RETRY_BUDGET => {
-                tracing::warn!(error = %e, attempt, records = batch.len(), "log write failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_MAX_DELAY);
-                attempt += 1;
+impl Lane {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<PendingLog>) {
+        let mut pending = Vec::with_capacity(self.batch_size);
+        while rx.recv_many(&mut pending, self.batch_size).await > 0 {
+            let batch: Vec<LogEntry> = pending.drain(..).map(PendingLog::finish).collect();
+            let n = batch.len();
+            if self.write_with_retry(&batch).await {
+                self.metrics.logs_written(n);
+            } else {
+                self.metrics.logs_dropped(DropReason::SinkError, n);
             }
-            Err(e) => {
-                tracing::error!(error = %e, attempt, records = batch.len(), "log write failed; records dropped");
-                return false;
+            self.buffered.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Write a batch, retrying with backoff until it is written; `false` when the shipper
+    /// is shutting down and the batch still failed after [`SHUTDOWN_RETRY_BUDGET`].
+    async fn write_with_retry(&self, batch: &[LogEntry]) -> bool {
+        let mut delay = RETRY_FIRST_DELAY;
+        let mut attempt = 1u32;
+        let mut closing_since = None;
+        loop {
+            let error = match self.sink.write_batch(batch).await {
+                Ok(()) => return true,
+                Err(e) => e,
+            };
+            if self.closing.load(Ordering::Relaxed) {
+                let since = *closing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() + delay >= SHUTDOWN_RETRY_BUDGET {
+                    tracing::error!(error = %error, lane = self.lane, attempt, records = batch.len(), "log write failed at shutdown; records dropped");
+                    return false;
+                }
             }
+            tracing::warn!(error = %error, lane = self.lane, attempt, records = batch.len(), "log write failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX_DELAY);
+            attempt += 1;
         }
     }
 }

@@ -49,6 +49,14 @@ pub enum PlacementError {
         /// The node.
         id: NodeId,
     },
+    /// A requested replica move does not apply to the map.
+    #[error("cannot move a replica of group {group}: {reason}")]
+    InvalidMove {
+        /// The group.
+        group: GroupId,
+        /// Why not.
+        reason: String,
+    },
     /// The map's version cannot be incremented.
     #[error("shard map version {version} cannot be incremented")]
     VersionExhausted {

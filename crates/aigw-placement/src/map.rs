@@ -199,19 +199,59 @@ impl ShardMap {
         replication: usize,
         vnodes_per_node: u32,
     ) -> Result<Self, PlacementError> {
-        let version = self
-            .version
-            .checked_add(1)
-            .ok_or(PlacementError::VersionExhausted {
-                version: self.version,
-            })?;
         place(
-            version,
+            self.next_version()?,
             new_nodes,
             self.groups.keys().copied(),
             replication,
             vnodes_per_node,
         )
+    }
+
+    /// The version of the map that replaces this one.
+    fn next_version(&self) -> Result<u64, PlacementError> {
+        self.version
+            .checked_add(1)
+            .ok_or(PlacementError::VersionExhausted {
+                version: self.version,
+            })
+    }
+
+    /// This map with one replica of `group` moved from node `from` to node `to`, one version
+    /// on: an operator's override of the ring (to empty a failing disk, say), kept until the
+    /// next [`ShardMap::rebalance`] recomputes placement. `to` must be an Active node that does
+    /// not hold a replica of the group yet; `from` must hold one. The moved replica takes
+    /// `from`'s place in the list, so the preferred leader changes only if `from` was it.
+    pub fn move_replica(
+        &self,
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<Self, PlacementError> {
+        let invalid = |reason: String| PlacementError::InvalidMove { group, reason };
+        let placement = self
+            .groups
+            .get(&group)
+            .ok_or_else(|| invalid(format!("there is no group {group}")))?;
+        let slot = placement
+            .replicas
+            .iter()
+            .position(|n| *n == from)
+            .ok_or_else(|| invalid(format!("node {from} holds no replica of it")))?;
+        if placement.replicas.contains(&to) {
+            return Err(invalid(format!("node {to} already holds a replica of it")));
+        }
+        match self.nodes.get(&to) {
+            Some(node) if node.state == NodeState::Active => {}
+            Some(_) => return Err(invalid(format!("node {to} is draining"))),
+            None => return Err(invalid(format!("node {to} is not in the map"))),
+        }
+        let mut moved = self.clone();
+        moved.version = self.next_version()?;
+        if let Some(p) = moved.groups.get_mut(&group) {
+            p.replicas[slot] = to;
+        }
+        Ok(moved)
     }
 
     /// The steps from this map's placement to `target`'s, group by group in id order.

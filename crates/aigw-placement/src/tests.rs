@@ -489,3 +489,36 @@ fn decoding_checks_invariants() {
     assert_eq!(decoded.group_for("any", "thing"), 1);
     assert_eq!(decoded.replicas(2), None);
 }
+
+#[test]
+fn an_operator_moves_one_replica_and_bad_moves_are_named() {
+    let mut with_draining = nodes(1..=4);
+    with_draining.push(NodeInfo::draining(5, "10.0.0.5:9090"));
+    let map = ShardMap::plan(with_draining, 4, 3, 64).expect("plan");
+    let group = 1;
+    let replicas = map.replicas(group).unwrap().to_vec();
+    let from = replicas[1];
+    let to = (1..=4).find(|n| !replicas.contains(n)).unwrap();
+
+    let moved = map.move_replica(group, from, to).expect("move");
+    assert_eq!(moved.version(), map.version() + 1);
+    let mut expected = replicas.clone();
+    expected[1] = to;
+    assert_eq!(moved.replicas(group).unwrap(), expected.as_slice());
+    assert_eq!(map.moves(&moved).len(), 1, "exactly one replica step");
+    assert_eq!(
+        ShardMap::from_bytes(&moved.to_bytes()).expect("still a valid map"),
+        moved
+    );
+
+    for (group, from, to, reason) in [
+        (9, from, to, "no group 9"),
+        (group, to, from, &*format!("node {to} holds no replica")),
+        (group, from, replicas[0], "already holds"),
+        (group, from, 5, "draining"),
+        (group, from, 7, "not in the map"),
+    ] {
+        let err = map.move_replica(group, from, to).unwrap_err().to_string();
+        assert!(err.contains(reason), "{err}");
+    }
+}

@@ -19,6 +19,21 @@ pub mod admin {
     tonic::include_proto!("aigw.admin.v1");
 }
 
+/// Every aigw proto file, encoded (`google.protobuf.FileDescriptorSet`), for gRPC server
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/aigw_descriptor.bin"));
+
+/// A server stream as the gRPC service traits return it, boxed so that a local service and a
+/// remote client of it have the same type.
+pub type BoxStream<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// `aigw.admin.v1.Gateways` as a trait object: served by an account-manager replica or called
+/// remotely, interchangeably.
+pub type DynGateways =
+    dyn admin::gateways_server::Gateways<WatchGatewaysStream = BoxStream<admin::GatewayChanges>>;
+
 /// `aigw.raft.v1`: the Raft transport between nodes, one service for every group they host.
 pub mod raft {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]

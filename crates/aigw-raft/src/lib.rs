@@ -30,6 +30,7 @@ pub use network::grpc::{
 };
 pub use network::{GroupRegistry, Transport};
 pub use node::{GroupHandle, NodeConfig, RaftNode, default_raft_config};
+pub use storage::kv::flush_db;
 pub use storage::log_store::SledLogStore;
 pub use storage::state_machine::{SledSnapshotBuilder, SledStateMachine};
 pub use storage::{group_tree_name, open_group_storage};

@@ -39,6 +39,23 @@ impl ShardHost {
             .insert(group, service);
     }
 
+    /// Stop serving `group` (its replica moved away); calls naming it get `UNAVAILABLE`.
+    pub fn remove(&self, group: GroupId) {
+        self.groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&group);
+    }
+
+    /// The service of `group`, if this node serves it.
+    pub fn get(&self, group: GroupId) -> Option<Arc<ShardService>> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&group)
+            .cloned()
+    }
+
     /// The service of the group a call names. A group this node does not host is `UNAVAILABLE`
     /// (retryable: the caller's map may be behind, another replica may serve it).
     fn route<T>(&self, request: &Request<T>) -> Result<Arc<ShardService>, Status> {
@@ -54,11 +71,7 @@ impl ShardHost {
                     "`{GROUP_METADATA}` metadata must be a group id, got {value:?}"
                 ))
             })?;
-        self.groups
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&group)
-            .cloned()
+        self.get(group)
             .ok_or_else(|| Status::unavailable(format!("shard group {group} is not hosted here")))
     }
 }

@@ -111,9 +111,11 @@ fn parse_id(bytes: &[u8]) -> Result<Ulid, Status> {
 
 fn not_leader(message: String, leader_addr: Option<String>) -> Status {
     let mut status = Status::failed_precondition(message);
-    if let Some(value) = leader_addr.and_then(|a| a.parse().ok()) {
-        status.metadata_mut().insert(LEADER_METADATA, value);
-    }
+    // Present even when the leader is unknown: it marks the refusal as retryable elsewhere.
+    let value = leader_addr
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| tonic::metadata::MetadataValue::from_static(""));
+    status.metadata_mut().insert(LEADER_METADATA, value);
     status
 }
 

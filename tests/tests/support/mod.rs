@@ -112,6 +112,18 @@ impl Harness {
         self.url(&format!("/v1/acct1/default/{provider}{rest}"))
     }
 
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answers")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Wait for `n` log entries.
     pub async fn logs(&self, n: usize) -> Vec<LogEntry> {
         let entries = self.sink.wait_for(n, LOG_WAIT).await;

@@ -91,6 +91,15 @@ impl MemGateways {
 
 #[tonic::async_trait]
 impl Gateways for MemGateways {
+    type WatchGatewaysStream = aigw_proto::BoxStream<aigw_proto::admin::GatewayChanges>;
+
+    async fn watch_gateways(
+        &self,
+        _request: Request<aigw_proto::admin::WatchGatewaysRequest>,
+    ) -> Result<Response<Self::WatchGatewaysStream>, Status> {
+        Err(Status::unimplemented("the management API never watches"))
+    }
+
     async fn create_gateway(
         &self,
         request: Request<CreateGatewayRequest>,
