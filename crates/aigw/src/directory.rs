@@ -1,25 +1,28 @@
-//! The edge's view of gateways, answered from the account manager's in-memory registry.
+//! The edge's view of gateways: an in-memory mirror of the account manager's registry (its own
+//! on an account-manager replica, a watched copy on an edge).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use aigw_accounts::{DEFAULT_GATEWAY, GatewayRegistry, GatewaysService};
+use aigw_accounts::{DEFAULT_GATEWAY, GatewayMirror};
 use aigw_edge::{GatewayDirectory, GatewaySettings};
+use aigw_proto::DynGateways;
+use aigw_proto::admin::GatewayRef;
 
-/// Resolves gateways from the local registry replica; persists an account's implicit `default`
-/// gateway in the background the first time it is used, so it appears in listings.
-pub struct RegistryDirectory {
-    registry: GatewayRegistry,
-    service: GatewaysService,
+/// Resolves gateways from a mirror; persists an account's implicit `default` gateway in the
+/// background the first time it is used, so it appears in listings.
+pub struct MirrorDirectory {
+    mirror: GatewayMirror,
+    gateways: Arc<DynGateways>,
     materializing: Arc<Mutex<HashSet<String>>>,
 }
 
-impl RegistryDirectory {
-    /// A directory over `registry`, writing through `service`.
-    pub fn new(registry: GatewayRegistry, service: GatewaysService) -> Self {
+impl MirrorDirectory {
+    /// A directory over `mirror`, creating `default` gateways through `gateways`.
+    pub fn new(mirror: GatewayMirror, gateways: Arc<DynGateways>) -> Self {
         Self {
-            registry,
-            service,
+            mirror,
+            gateways,
             materializing: Arc::default(),
         }
     }
@@ -31,29 +34,37 @@ impl RegistryDirectory {
         let first = self
             .materializing
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(account.to_owned());
         if !first {
             return;
         }
-        let (service, account, pending) = (
-            self.service.clone(),
+        let (gateways, account, pending) = (
+            self.gateways.clone(),
             account.to_owned(),
             self.materializing.clone(),
         );
         runtime.spawn(async move {
-            if let Err(e) = service.materialize_default(&account).await {
-                tracing::warn!(account, error = %e, "could not persist the default gateway; will retry on next use");
+            // `GetGateway` on `default` persists it (the management API's own rule).
+            let request = tonic::Request::new(GatewayRef {
+                account_id: account.clone(),
+                id: DEFAULT_GATEWAY.to_owned(),
+            });
+            if let Err(e) = gateways.get_gateway(request).await {
+                tracing::warn!(account, error = %e.message(), "could not persist the default gateway; will retry on next use");
             }
-            pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&account);
+            pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&account);
         });
     }
 }
 
-impl GatewayDirectory for RegistryDirectory {
+impl GatewayDirectory for MirrorDirectory {
     fn resolve(&self, account: &str, gateway: &str) -> Option<GatewaySettings> {
-        let settings = self.registry.settings(account, gateway)?;
-        if gateway == DEFAULT_GATEWAY && self.registry.get(account, gateway).is_none() {
+        let settings = self.mirror.settings(account, gateway)?;
+        if gateway == DEFAULT_GATEWAY && self.mirror.get(account, gateway).is_none() {
             self.materialize_default(account);
         }
         Some(GatewaySettings {

@@ -1,14 +1,19 @@
 //! `aigw`: the one binary of the AI gateway.
 //!
-//! `aigw serve` runs every role in one process on embedded defaults. This crate only wires
-//! configuration, telemetry and the role crates together; the behaviour lives in those crates.
+//! `aigw serve` runs every role in one process on embedded defaults; `--role edge|shard` runs
+//! one role of a cluster. This crate only wires configuration, telemetry and the role crates
+//! together; the behaviour lives in those crates.
 
+mod admin_cli;
 mod allinone;
 mod directory;
+mod edge;
+mod shard_node;
+mod storage;
 
 use std::path::PathBuf;
 
-use aigw_config::{Config, Overrides};
+use aigw_config::{Config, Overrides, Role};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -23,8 +28,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway (all roles in one process).
+    /// Run the gateway: every role in one process, or one role of a cluster (`--role`).
     Serve(ServeArgs),
+    /// Operate a cluster through the gRPC admin API of any shard node.
+    Admin(admin_cli::AdminArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +39,12 @@ struct ServeArgs {
     /// TOML configuration file; every key can also be set with an AIGW_* variable.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Overrides `role`: `all` (default), `edge` or `shard`.
+    #[arg(long)]
+    role: Option<String>,
+    /// Overrides `node_id`.
+    #[arg(long)]
+    node_id: Option<String>,
     /// Overrides `http_addr`.
     #[arg(long)]
     http_addr: Option<String>,
@@ -43,7 +56,22 @@ struct ServeArgs {
     data_dir: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes, without a backtrace: these are operators' errors
+            // (bad configuration, unreachable cluster), not bugs.
+            eprintln!("Error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
@@ -61,12 +89,25 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the Tokio runtime")?
                 .block_on(serve(config))
         }
+        Command::Admin(args) => {
+            let ok = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the Tokio runtime")?
+                .block_on(admin_cli::run(args))?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut overrides = Overrides::from_env(std::env::vars());
     for (key, flag, value) in [
+        ("role", "--role", &args.role),
+        ("node_id", "--node-id", &args.node_id),
         ("http_addr", "--http-addr", &args.http_addr),
         ("grpc_addr", "--grpc-addr", &args.grpc_addr),
         ("data_dir", "--data-dir", &args.data_dir),
@@ -79,9 +120,44 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    allinone::serve(config, shutdown_signal()).await?;
+    match config.role {
+        Role::All => allinone::serve(config, shutdown_signal()).await?,
+        Role::Edge => edge::serve(config, shutdown_signal()).await?,
+        Role::Shard => serve_shard(config).await?,
+    }
     tracing::info!("aigw stopped; queued logs flushed");
     Ok(())
+}
+
+/// `role = "shard"`: hold replicas until a shutdown signal.
+async fn serve_shard(config: Config) -> anyhow::Result<()> {
+    let members = config
+        .cluster
+        .parsed_members()
+        .map_err(anyhow::Error::msg)?;
+    let replication = usize::try_from(config.cluster.replication).unwrap_or(usize::MAX);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let node = tokio::select! {
+        node = shard_node::ShardNode::start(&config, &members, config.cluster.shard_groups, replication) => node?,
+        () = &mut shutdown => return Ok(()),
+    };
+    shutdown.await;
+    node.shutdown().await
+}
+
+/// Accepted connections of `listener` as the stream tonic serves, with TCP_NODELAY.
+pub(crate) fn tcp_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures_util::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
+            }
+        })
+    })
 }
 
 async fn shutdown_signal() {

@@ -3,37 +3,18 @@
 //! Every test drives a real `aigw serve` process over real sockets, with the mock upstream in
 //! this test process, and reads logs back through the management API.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aigw_mock_upstream::{MockOptions, MockServer};
-use serde_json::{Value, json};
-
-const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-/// `aigw serve` with a clean `AIGW_*` environment.
-fn aigw_serve() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aigw"));
-    cmd.arg("serve");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("AIGW_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.env("RUST_LOG", "info");
-    cmd
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use aigw_mock_upstream::MockServer;
+use common::{ADMIN_TOKEN, aigw_serve, api_get, free_addr, mock, wait_ok};
+use serde_json::json;
 
 fn run_to_exit(cmd: &mut Command) -> Output {
     cmd.output().expect("aigw runs")
@@ -92,11 +73,7 @@ impl Running {
 
     /// Stop with SIGTERM and wait for a clean exit.
     fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        common::signal(&self.child, "TERM");
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
     }
@@ -125,16 +102,8 @@ async fn start(data_dir: &Path, mock: &MockServer, client: &reqwest::Client) -> 
         .spawn()
         .expect("aigw starts");
     let running = Running { child, http, grpc };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = client.get(running.url("/readyz")).send().await
-            && resp.status() == 200
-        {
-            return running;
-        }
-        assert!(Instant::now() < deadline, "aigw did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ok(client, &running.url("/readyz"), "aigw").await;
+    running
 }
 
 async fn chat(client: &reqwest::Client, aigw: &Running, i: usize) -> String {
@@ -152,16 +121,6 @@ async fn chat(client: &reqwest::Client, aigw: &Running, i: usize) -> String {
     let id = resp.headers()["cf-aig-log-id"].to_str().unwrap().to_owned();
     resp.bytes().await.unwrap();
     id
-}
-
-async fn api_get(client: &reqwest::Client, url: String) -> (u16, Value) {
-    let resp = client
-        .get(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
 /// Ids of the newest `per_page` logs of `default`.
@@ -187,15 +146,6 @@ async fn wait_for_log(client: &reqwest::Client, aigw: &Running, id: &str) {
         assert!(Instant::now() < deadline, "log {id} never became visible");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn mock() -> MockServer {
-    aigw_mock_upstream::spawn(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        MockOptions::default(),
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -326,9 +276,22 @@ async fn logs_visible_before_a_kill_9_survive_it() {
 /// restart on a new address publishes the next version of the map.
 // Multi-threaded: `terminate` blocks this thread while the follower's connection must keep
 // running to see the server go away.
+/// Follows the shard map the all-in-one process publishes on its gRPC port.
+async fn follow_map(
+    aigw: &Running,
+) -> Result<tokio::sync::watch::Receiver<std::sync::Arc<aigw_placement::ShardMap>>, tonic::Status> {
+    use aigw_cluster::{Credentials, RetryPolicy, follow_shard_map};
+    follow_shard_map(
+        vec![aigw.grpc.to_string()],
+        RetryPolicy::default(),
+        Credentials::bearer(Some(ADMIN_TOKEN))?,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_all_in_one_publishes_its_shard_map_and_serves_its_group_remotely() {
-    use aigw_cluster::{RetryPolicy, ShardRouter, follow_shard_map};
+    use aigw_cluster::ShardRouter;
     use aigw_proto::shard::shard_server::Shard;
     use aigw_proto::shard::{ListLogsRequest, LogQuery};
 
@@ -336,9 +299,7 @@ async fn the_all_in_one_publishes_its_shard_map_and_serves_its_group_remotely() 
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let aigw = start(data.path(), &mock, &client).await;
-    let maps = follow_shard_map(vec![aigw.grpc.to_string()], RetryPolicy::default())
-        .await
-        .expect("the map is published");
+    let maps = follow_map(&aigw).await.expect("the map is published");
     let map = maps.borrow().clone();
     assert_eq!(map.version(), 1);
     assert_eq!(map.nodes().len(), 1);
@@ -373,9 +334,7 @@ async fn the_all_in_one_publishes_its_shard_map_and_serves_its_group_remotely() 
     aigw.terminate();
 
     let aigw = start(data.path(), &mock, &client).await;
-    let maps = follow_shard_map(vec![aigw.grpc.to_string()], RetryPolicy::default())
-        .await
-        .expect("the map is published again");
+    let maps = follow_map(&aigw).await.expect("the map is published again");
     let map = maps.borrow().clone();
     assert_eq!(map.version(), 2, "a new address is a new version");
     assert_eq!(
