@@ -4,14 +4,15 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: run test test-rust test-conformance lint fmt bench build release venv clean-data
+.PHONY: run test test-rust test-conformance test-docker lint fmt bench build release venv clean-data
 
 ## Build and start `aigw serve` on embedded defaults (http://127.0.0.1:8080, data in ./data).
 run:
 	$(CARGO) run --release --bin aigw -- serve
 
-## Everything CI runs: formatting, lints, Rust tests, and the SDK conformance suite.
-test: lint test-rust test-conformance
+## Everything CI runs: formatting, lints, Rust tests, the SDK conformance suite, and the Docker
+## cluster fault test (skipped when Docker is not usable).
+test: lint test-rust test-conformance test-docker
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -25,6 +26,12 @@ test-rust: venv
 test-conformance: venv
 	$(CARGO) build --bin aigw --bin aigw-mock
 	$(PY) -m pytest -q tests/conformance
+
+## The 5-node cluster in Docker under traffic: kill, restart and partition shard leaders; no
+## log record lost or duplicated. Builds a FROM-scratch image of target/debug/aigw (AIGW_BIN).
+test-docker: venv
+	$(CARGO) build --bin aigw --bin aigw-mock
+	VENV=$(VENV) tests/docker/run.sh
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: tests/conformance/requirements.txt tests/moto-requirements.txt
@@ -40,6 +47,7 @@ bench:
 	$(CARGO) build --release -p aigw-benches --bin loadbench
 	./target/release/loadbench
 	$(CARGO) run --release -p aigw-benches --bin storebench
+	$(CARGO) run --release -p aigw-benches --bin clusterbench
 
 build:
 	$(CARGO) build --workspace

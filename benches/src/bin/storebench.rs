@@ -1325,7 +1325,9 @@ async fn bench(settings: &Settings) -> Result<Report> {
             known.len()
         ));
     }
-    store.db.flush_async().await.context("index flush failed")?;
+    aigw_raft::flush_db(&store.db)
+        .await
+        .context("index flush failed")?;
     let trees = tree_bytes(&store.db)?;
     let index_disk = dir_usage(&store.index_dir)?;
     let blobs_disk = dir_usage(&store.blobs_dir)?;
