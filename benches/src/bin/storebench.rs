@@ -1084,6 +1084,7 @@ fn diag_index_apply(dir: &Path, rows: usize, batch: usize) -> Result<(f64, f64)>
                 .into_iter()
                 .filter_map(|e| e.record)
                 .collect(),
+            ..Insert::default()
         })
         .collect();
     let n: usize = batches.iter().map(|b| b.rows.len()).sum();

@@ -4,6 +4,7 @@
 //! already holds part of its effect, yields the same state. The Raft layer relies on this after
 //! crashes and when replaying entries over a fuzzy snapshot.
 
+use aigw_proto::admin::Quota;
 use aigw_proto::shard::{LogRecord, MetadataEntry};
 
 /// Insert rows; ids already present are left untouched.
@@ -12,6 +13,10 @@ pub struct Insert {
     /// Rows to insert, account and gateway included.
     #[prost(message, repeated, tag = "1")]
     pub rows: Vec<LogRecord>,
+    /// The quota of gateways that have none stored yet (no usage report answered): 0 admits
+    /// every row.
+    #[prost(uint64, tag = "2")]
+    pub default_max_rows: u64,
 }
 
 /// Change the mutable fields of one row.
@@ -69,11 +74,25 @@ pub struct DeleteGateway {
     pub deleted_at_ms: i64,
 }
 
+/// Set a gateway's quota (the account manager's answer to a usage report).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetQuota {
+    /// Account.
+    #[prost(string, tag = "1")]
+    pub account_id: String,
+    /// Gateway.
+    #[prost(string, tag = "2")]
+    pub gateway_id: String,
+    /// The quota.
+    #[prost(message, optional, tag = "3")]
+    pub quota: Option<Quota>,
+}
+
 /// One replicated command.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// What to do.
-    #[prost(oneof = "kind::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "kind::Kind", tags = "1, 2, 3, 4, 5")]
     pub kind: Option<kind::Kind>,
 }
 
@@ -94,6 +113,9 @@ pub mod kind {
         /// Delete a gateway's rows.
         #[prost(message, tag = "4")]
         DeleteGateway(super::DeleteGateway),
+        /// Set a gateway's quota.
+        #[prost(message, tag = "5")]
+        SetQuota(super::SetQuota),
     }
 }
 
@@ -115,6 +137,12 @@ pub struct Applied {
     /// to erase in place.
     #[prost(message, repeated, tag = "4")]
     pub erased: Vec<DeadBodies>,
+    /// New rows refused by a quota.
+    #[prost(uint64, tag = "5")]
+    pub refused: u64,
+    /// Old rows deleted to make room under a `delete_oldest` quota.
+    #[prost(uint64, tag = "6")]
+    pub evicted: u64,
 }
 
 /// The frames of one row's bodies inside a pack that stays.

@@ -2,18 +2,19 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use aigw_proto::admin::Quota;
 use aigw_proto::shard::{BodyLocation, LogRecord, OrderBy};
 use prost::Message;
 use sled::{Batch, IVec, Tree};
 use ulid::Ulid;
 
 use crate::command::{
-    Applied, Command, DeadBodies, Delete, DeleteGateway, Insert, Update, kind::Kind,
+    Applied, Command, DeadBodies, Delete, DeleteGateway, Insert, SetQuota, Update, kind::Kind,
 };
 use crate::keys::{
     self, Field, GatewayKey, counter_key, counter_prefix, gateway_index_prefix, gateway_key,
     gateway_of, id_suffix, index_key, owner_key, owner_value, pack_counter_key, pack_prefix,
-    pack_suffix, row_key, row_prefix, tombstone_key,
+    pack_suffix, row_key, row_prefix, tagged, tombstone_key,
 };
 use crate::query::{CompiledQuery, IndexScan, feedback_byte, metadata_text};
 
@@ -234,19 +235,111 @@ fn emptied_packs(emptied: &[Vec<u8>]) -> HashSet<u64> {
         .collect()
 }
 
-/// Whether rows of one gateway in an insert are admitted.
-#[derive(Clone, Copy)]
+/// Whether rows of one gateway in an insert are admitted, and where they find room.
 struct Admission {
     /// The prefix belongs to these names (false: a hash collision with another gateway).
     owner_ok: bool,
     /// Rows created at or before this were in flight when the gateway was deleted.
     deleted_at: Option<i64>,
+    /// New rows the quota admits without evicting any.
+    room: u64,
+    /// The quota is at its limit and keeps the newest rows: past it, the oldest row of all —
+    /// stored, added by this batch, or the new one — goes.
+    evicts: bool,
+    /// The stored rows, oldest first (when evicting).
+    stored: Option<sled::Iter>,
+    /// The oldest stored row not evicted yet, once read.
+    next_stored: Option<(Ulid, IVec, IVec)>,
+    /// Stored rows this batch evicts.
+    evicted_stored: Vec<(Ulid, IVec, IVec)>,
+    /// This batch's rows so far (when evicting).
+    added: BTreeMap<Ulid, LogRecord>,
+    /// Rows of this batch that made way for newer ones of it.
+    replaced: u64,
+    /// New rows older than every row kept: evicted on arrival.
+    dropped: u64,
+    /// New rows refused (the quota does not evict).
+    refused: u64,
+}
+
+/// Where a new row finds room.
+enum Room {
+    /// Under the quota, or in place of an evicted stored row.
+    Free,
+    /// In place of the oldest row this batch added.
+    Replacing(Box<(Ulid, LogRecord)>),
+    /// Nowhere: refused, or itself the oldest.
+    None,
 }
 
 impl Admission {
     fn admits(&self, created_at_ms: i64) -> bool {
         self.owner_ok && self.deleted_at.is_none_or(|t| created_at_ms > t)
     }
+
+    /// Rows this batch evicts, counted as such.
+    fn evicted(&self) -> u64 {
+        self.evicted_stored.len() as u64 + self.replaced + self.dropped
+    }
+
+    /// The id of the oldest stored row not evicted yet.
+    fn peek_stored(&mut self) -> Result<Option<Ulid>, IndexError> {
+        if self.next_stored.is_none()
+            && let Some(item) = self.stored.as_mut().and_then(Iterator::next)
+        {
+            let (key, value) = item?;
+            let id = id_suffix(&key).ok_or_else(|| IndexError::Corrupt {
+                key: hex(&key),
+                reason: "row key too short".into(),
+            })?;
+            self.next_stored = Some((id, key, value));
+        }
+        Ok(self.next_stored.as_ref().map(|(id, _, _)| *id))
+    }
+
+    /// Finds room for new row `id`, counting what it costs.
+    fn take_room(&mut self, id: Ulid) -> Result<Room, IndexError> {
+        if self.room > 0 {
+            self.room -= 1;
+            return Ok(Room::Free);
+        }
+        if !self.evicts {
+            self.refused += 1;
+            return Ok(Room::None);
+        }
+        let stored = self.peek_stored()?;
+        let added = self.added.first_key_value().map(|(k, _)| *k);
+        let oldest = [stored, added, Some(id)].into_iter().flatten().min();
+        if oldest == stored && stored.is_some() {
+            self.evicted_stored.extend(self.next_stored.take());
+            Ok(Room::Free)
+        } else if oldest == added
+            && let Some(replaced) = self.added.pop_first()
+        {
+            self.replaced += 1;
+            Ok(Room::Replacing(Box::new(replaced)))
+        } else {
+            self.dropped += 1;
+            Ok(Room::None)
+        }
+    }
+}
+
+fn encode_stats(stats: [u64; 2]) -> Vec<u8> {
+    stats.iter().flat_map(|n| n.to_be_bytes()).collect()
+}
+
+/// One gateway's row count, admission statistics and quota on one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GatewayUsage {
+    /// Live rows.
+    pub rows: u64,
+    /// New rows refused by quotas so far.
+    pub refused: u64,
+    /// Old rows evicted to make room so far.
+    pub evicted: u64,
+    /// The quota (none until a usage report was answered).
+    pub quota: Option<Quota>,
 }
 
 fn decode_count(v: &[u8]) -> u64 {
@@ -322,6 +415,7 @@ impl LogIndex {
             Some(Kind::Update(c)) => self.update(c),
             Some(Kind::Delete(c)) => self.delete(c),
             Some(Kind::DeleteGateway(c)) => self.delete_gateway(c),
+            Some(Kind::SetQuota(c)) => self.set_quota(c),
             None => Err(IndexError::InvalidCommand("empty command".into())),
         }
     }
@@ -333,28 +427,42 @@ impl LogIndex {
         // Packs are per gateway, so each gateway's bodies are tracked apart, with its names.
         let mut bodies: HashMap<GatewayKey, (String, String, DeadBodyTracker)> = HashMap::new();
         let mut affected = 0;
+        let mut evicted_from_batch = Vec::new();
         for mut row in command.rows {
             let Some(id) = parse_id(&row.id) else {
                 continue;
             };
             let gw = gateway_key(&row.account_id, &row.gateway_id);
-            let admission = match admissions.get(&gw) {
-                Some(a) => *a,
-                None => {
-                    let a = self.admission(&gw, &row, &mut changes)?;
-                    admissions.insert(gw, a);
-                    a
+            let admission = match admissions.entry(gw) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.admission(&gw, &row, command.default_max_rows, &mut changes)?)
                 }
             };
             let key = row_key(&gw, id);
             let live = admission.admits(row.created_at_ms)
                 && seen.insert(key.clone())
                 && match self.tree.get(&key)? {
-                    None => {
-                        changes.add_row(&gw, id, &mut row);
-                        affected += 1;
-                        true
-                    }
+                    None => match admission.take_room(id)? {
+                        Room::Free => {
+                            changes.add_row(&gw, id, &mut row);
+                            affected += 1;
+                            if admission.evicts {
+                                admission.added.insert(id, row.clone());
+                            }
+                            true
+                        }
+                        // The oldest row this batch added makes way.
+                        Room::Replacing(oldest) => {
+                            let (oldest_id, oldest_row) = *oldest;
+                            changes.remove_row(&gw, oldest_id, &oldest_row);
+                            evicted_from_batch.push((gw, oldest_row));
+                            changes.add_row(&gw, id, &mut row);
+                            admission.added.insert(id, row.clone());
+                            true
+                        }
+                        Room::None => false,
+                    },
                     // Replayed after a crash: the stored row already uses these very bodies.
                     Some(stored) => {
                         row.bodies.is_some() && stored_bodies(&key, &stored)? == row.bodies
@@ -370,24 +478,60 @@ impl LogIndex {
                 tracker.dead(&row);
             }
         }
-        changes.commit(&self.tree)?;
+        for (gw, row) in &evicted_from_batch {
+            if let Some((_, _, tracker)) = bodies.get_mut(gw) {
+                tracker.dead(row);
+            }
+        }
+        let mut evicted_bodies = Vec::new();
+        let (mut refused, mut evicted) = (0, 0);
+        for (gw, admission) in admissions {
+            let evicted_here = admission.evicted();
+            refused += admission.refused;
+            evicted += evicted_here;
+            if admission.refused + evicted_here == 0 {
+                continue;
+            }
+            let Some((account, gateway, _)) = bodies.get(&gw) else {
+                continue;
+            };
+            let mut tracker = DeadBodyTracker::default();
+            for (id, key, value) in admission.evicted_stored {
+                let row = decode_row(&key, &value, account, gateway)?;
+                changes.remove_row(&gw, id, &row);
+                tracker.dead(&row);
+            }
+            evicted_bodies.push((account.clone(), gateway.clone(), tracker));
+            let [old_refused, old_evicted] = self.stats(&gw)?;
+            let stats = [old_refused + admission.refused, old_evicted + evicted_here];
+            changes
+                .batch
+                .insert(tagged(keys::STATS, &gw), encode_stats(stats));
+        }
+        let emptied = emptied_packs(&changes.commit(&self.tree)?);
         let mut applied = Applied {
             affected,
+            refused,
+            evicted,
             ..Applied::default()
         };
         for (account, gateway, tracker) in bodies.into_values() {
             // A pack is written for one insert: if none of its rows went in, nothing uses it.
             tracker.report(&account, &gateway, |_| true, &mut applied);
         }
+        for (account, gateway, tracker) in evicted_bodies {
+            tracker.report(&account, &gateway, |p| emptied.contains(&p), &mut applied);
+        }
         Ok(applied)
     }
 
-    /// Whether the rows of `row`'s gateway are admitted; claims the prefix for its names when
-    /// it has no owner yet.
+    /// Whether, and how many of, the rows of `row`'s gateway are admitted; claims the prefix
+    /// for its names when it has no owner yet.
     fn admission(
         &self,
         gw: &GatewayKey,
         row: &LogRecord,
+        default_max_rows: u64,
         changes: &mut Changes,
     ) -> Result<Admission, IndexError> {
         let names = owner_value(&row.account_id, &row.gateway_id);
@@ -398,9 +542,96 @@ impl LogIndex {
                 true
             }
         };
+        let live = self
+            .tree
+            .get(counter_key(gw, Field::All, &[]))?
+            .map_or(0, |v| decode_count(&v));
+        let quota = self.quota(gw)?.unwrap_or(Quota {
+            max_rows: if default_max_rows == 0 {
+                u64::MAX
+            } else {
+                default_max_rows
+            },
+            at_limit: false,
+            delete_oldest: false,
+        });
+        let evicts = quota.at_limit && quota.delete_oldest;
         Ok(Admission {
             owner_ok,
             deleted_at: self.tombstone(gw)?,
+            room: quota.max_rows.saturating_sub(live),
+            evicts,
+            stored: evicts.then(|| self.tree.scan_prefix(row_prefix(gw))),
+            next_stored: None,
+            evicted_stored: Vec::new(),
+            added: BTreeMap::new(),
+            replaced: 0,
+            dropped: 0,
+            refused: 0,
+        })
+    }
+
+    /// A gateway's quota, if a usage report set one.
+    fn quota(&self, gw: &GatewayKey) -> Result<Option<Quota>, IndexError> {
+        Ok(self.tree.get(tagged(keys::QUOTA, gw))?.map(|v| {
+            let max_rows = v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let flags = v.get(8).copied().unwrap_or(0);
+            Quota {
+                max_rows,
+                at_limit: flags & 1 != 0,
+                delete_oldest: flags & 2 != 0,
+            }
+        }))
+    }
+
+    /// Rows refused and evicted so far.
+    fn stats(&self, gw: &GatewayKey) -> Result<[u64; 2], IndexError> {
+        Ok(self.tree.get(tagged(keys::STATS, gw))?.map_or([0, 0], |v| {
+            let at = |i: usize| {
+                v.get(i * 8..i * 8 + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_be_bytes)
+            };
+            [at(0), at(1)]
+        }))
+    }
+
+    fn set_quota(&self, command: SetQuota) -> Result<Applied, IndexError> {
+        let quota = command.quota.unwrap_or_default();
+        let gw = gateway_key(&command.account_id, &command.gateway_id);
+        let mut value = quota.max_rows.to_be_bytes().to_vec();
+        value.push(u8::from(quota.at_limit) | (u8::from(quota.delete_oldest) << 1));
+        self.tree.insert(tagged(keys::QUOTA, &gw), value)?;
+        Ok(Applied::default())
+    }
+
+    /// Every (account, gateway) with rows here.
+    pub fn gateways(&self) -> Result<Vec<(String, String)>, IndexError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([keys::OWNER]) {
+            let (key, value) = item?;
+            let names = keys::owner_names(&value).ok_or_else(|| IndexError::Corrupt {
+                key: hex(&key),
+                reason: "undecodable owner names".into(),
+            })?;
+            out.push(names);
+        }
+        Ok(out)
+    }
+
+    /// What the account manager needs to hear about one gateway: its rows here, rows refused
+    /// and evicted so far, and the quota it holds.
+    pub fn usage(&self, account: &str, gateway: &str) -> Result<GatewayUsage, IndexError> {
+        let gw = gateway_key(account, gateway);
+        let [refused, evicted] = self.stats(&gw)?;
+        Ok(GatewayUsage {
+            rows: self.count(account, gateway, Field::All, &[])?,
+            refused,
+            evicted,
+            quota: self.quota(&gw)?,
         })
     }
 
@@ -484,6 +715,9 @@ impl LogIndex {
         changes
             .batch
             .insert(tombstone_key(&gw), &deleted_at.to_be_bytes()[..]);
+        // A gateway created again under the same name starts over.
+        changes.batch.remove(tagged(keys::QUOTA, &gw));
+        changes.batch.remove(tagged(keys::STATS, &gw));
         if !self.owned_by(&gw, account, gateway)? {
             // Nothing stored under these names (or the prefix is another gateway's).
             changes.commit(&self.tree)?;
@@ -721,7 +955,8 @@ impl LogIndex {
         })
     }
 
-    /// Serialize every owner entry, row and tombstone (the only non-derived state) for a
+    /// Serialize every owner entry, row, tombstone, quota and statistic (the only non-derived
+    /// state) for a
     /// snapshot. Safe to run while commands are applied: keys are visited in order, each as of
     /// some recent moment.
     pub fn snapshot(&self) -> Result<Vec<u8>, IndexError> {
@@ -729,7 +964,14 @@ impl LogIndex {
         let owners = self.tree.scan_prefix([keys::OWNER]);
         let rows = self.tree.scan_prefix([keys::ROW]);
         let tombstones = self.tree.scan_prefix([keys::TOMBSTONE]);
-        for item in owners.chain(rows).chain(tombstones) {
+        let quotas = self.tree.scan_prefix([keys::QUOTA]);
+        let stats = self.tree.scan_prefix([keys::STATS]);
+        for item in owners
+            .chain(rows)
+            .chain(tombstones)
+            .chain(quotas)
+            .chain(stats)
+        {
             let (key, value) = item?;
             prost::encoding::encode_varint(key.len() as u64, &mut out);
             out.extend_from_slice(&key);

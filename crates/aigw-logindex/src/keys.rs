@@ -10,6 +10,8 @@
 //! C | gw(8) | field(1) | len value          → u64 count (big-endian)  counters per value
 //! P | gw(8) | pack(8)                       → u64 count (big-endian)  live rows per body pack
 //! T | gw(8)                                 → i64 ms (big-endian)     gateway deleted at
+//! Q | gw(8)                                 → max rows u64, flags u8  quota (from usage reports)
+//! S | gw(8)                                 → refused u64, evicted u64 rows refused / evicted
 //! ```
 //!
 //! `len` is the value's length as a varint (one byte below 128). `gw` is the first 8 bytes of
@@ -36,6 +38,12 @@ pub const PACK: u8 = b'P';
 /// Tag of gateway tombstones: when a gateway was deleted, so that logs of requests that were
 /// in flight at the time are not inserted afterwards.
 pub const TOMBSTONE: u8 = b'T';
+
+/// Tag of gateway quotas: how many rows the gateway may hold here, and what happens at that
+/// number.
+pub const QUOTA: u8 = b'Q';
+/// Tag of gateway admission statistics: rows refused and rows evicted by quotas.
+pub const STATS: u8 = b'S';
 
 /// Width of the gateway prefix.
 pub const GW_LEN: usize = 8;
@@ -134,8 +142,13 @@ pub fn counter_key(gw: &GatewayKey, field: Field, value: &[u8]) -> Vec<u8> {
 
 /// `T | gw` — when the gateway was last deleted.
 pub fn tombstone_key(gw: &GatewayKey) -> Vec<u8> {
+    tagged(TOMBSTONE, gw)
+}
+
+/// `tag | gw`: an entry there is one of per gateway (tombstone, quota, statistics).
+pub fn tagged(tag: u8, gw: &GatewayKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + GW_LEN);
-    k.push(TOMBSTONE);
+    k.push(tag);
     k.extend_from_slice(gw);
     k
 }
@@ -146,6 +159,14 @@ pub fn owner_key(gw: &GatewayKey) -> Vec<u8> {
     k.push(OWNER);
     k.extend_from_slice(gw);
     k
+}
+
+/// The names in an owner entry's value ([`owner_value`]); `None` when it is corrupt.
+pub fn owner_names(mut value: &[u8]) -> Option<(String, String)> {
+    let len = usize::try_from(prost::encoding::decode_varint(&mut value).ok()?).ok()?;
+    let account = std::str::from_utf8(value.get(..len)?).ok()?;
+    let gateway = std::str::from_utf8(value.get(len..)?).ok()?;
+    Some((account.to_owned(), gateway.to_owned()))
 }
 
 /// The value of an owner entry: the account's length as a varint, the account, the gateway.

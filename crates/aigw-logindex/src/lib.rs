@@ -12,5 +12,5 @@ mod index;
 pub mod keys;
 mod query;
 
-pub use index::{Footprint, IndexError, LogIndex, Page, pack_key};
+pub use index::{Footprint, GatewayUsage, IndexError, LogIndex, Page, pack_key};
 pub use query::{CompiledQuery, QueryError};

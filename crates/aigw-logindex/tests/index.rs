@@ -1,8 +1,11 @@
 //! The log index against a brute-force oracle, plus updates, deletes and snapshots.
 
-use aigw_logindex::command::{Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
+use aigw_logindex::command::{
+    Command, Delete, DeleteGateway, Insert, SetQuota, Update, kind::Kind,
+};
 use aigw_logindex::keys::Field;
 use aigw_logindex::{CompiledQuery, LogIndex, QueryError};
+use aigw_proto::admin::Quota;
 use aigw_proto::shard::{
     BodyLocation, Filter, FilterOperator, FilterValue, LogQuery, LogRecord, MetadataEntry, OrderBy,
     filter_value, metadata_entry,
@@ -68,7 +71,10 @@ fn row(account: &str, gateway: &str, i: u64) -> LogRecord {
 fn insert(index: &LogIndex, rows: Vec<LogRecord>) -> u64 {
     index
         .apply(Command {
-            kind: Some(Kind::Insert(Insert { rows })),
+            kind: Some(Kind::Insert(Insert {
+                rows,
+                ..Insert::default()
+            })),
         })
         .unwrap()
         .affected
@@ -644,6 +650,7 @@ fn refused_and_duplicate_rows_report_their_packs_and_replays_report_nothing() {
         .apply(Command {
             kind: Some(Kind::Insert(Insert {
                 rows: first.clone(),
+                ..Insert::default()
             })),
         })
         .unwrap();
@@ -655,6 +662,7 @@ fn refused_and_duplicate_rows_report_their_packs_and_replays_report_nothing() {
         .apply(Command {
             kind: Some(Kind::Insert(Insert {
                 rows: first.clone(),
+                ..Insert::default()
             })),
         })
         .unwrap();
@@ -671,7 +679,10 @@ fn refused_and_duplicate_rows_report_their_packs_and_replays_report_nothing() {
         .collect();
     let applied = index
         .apply(Command {
-            kind: Some(Kind::Insert(Insert { rows: retried })),
+            kind: Some(Kind::Insert(Insert {
+                rows: retried,
+                ..Insert::default()
+            })),
         })
         .unwrap();
     assert_eq!(applied.affected, 0);
@@ -691,7 +702,10 @@ fn refused_and_duplicate_rows_report_their_packs_and_replays_report_nothing() {
     let straddling: Vec<LogRecord> = (10..20).map(|i| row("acct", "gw", i)).collect();
     let applied = index
         .apply(Command {
-            kind: Some(Kind::Insert(Insert { rows: straddling })),
+            kind: Some(Kind::Insert(Insert {
+                rows: straddling,
+                ..Insert::default()
+            })),
         })
         .unwrap();
     assert_eq!(applied.affected, 4, "rows 16..20 are after the deletion");
@@ -703,4 +717,135 @@ fn refused_and_duplicate_rows_report_their_packs_and_replays_report_nothing() {
             .iter()
             .all(|d| d.pack_key == "acct/gw/0000000000000001.pack")
     );
+}
+
+fn apply(index: &LogIndex, kind: Kind) -> aigw_logindex::command::Applied {
+    index.apply(Command { kind: Some(kind) }).unwrap()
+}
+
+fn set_quota(index: &LogIndex, max_rows: u64, at_limit: bool, delete_oldest: bool) {
+    apply(
+        index,
+        Kind::SetQuota(SetQuota {
+            account_id: "acct".into(),
+            gateway_id: "gw".into(),
+            quota: Some(Quota {
+                max_rows,
+                at_limit,
+                delete_oldest,
+            }),
+        }),
+    );
+}
+
+fn insert_with_default(index: &LogIndex, rows: Vec<LogRecord>, default_max_rows: u64) -> u64 {
+    apply(
+        index,
+        Kind::Insert(Insert {
+            rows,
+            default_max_rows,
+        }),
+    )
+    .affected
+}
+
+#[test]
+fn quotas_refuse_or_evict_the_oldest_and_count_both() {
+    let (_dir, index) = open();
+    let rows =
+        |range: std::ops::Range<u64>| range.map(|i| row("acct", "gw", i)).collect::<Vec<_>>();
+    // No quota yet: the proposer's default applies (one report's worth).
+    assert_eq!(insert_with_default(&index, rows(0..15), 10), 10);
+    let usage = index.usage("acct", "gw").unwrap();
+    assert_eq!((usage.rows, usage.refused, usage.quota), (10, 5, None));
+
+    // A quota that is not the limit refuses past it too (the account manager is late), but
+    // never deletes.
+    set_quota(&index, 12, false, true);
+    let applied = apply(
+        &index,
+        Kind::Insert(Insert {
+            rows: rows(15..20),
+            default_max_rows: 10,
+        }),
+    );
+    assert_eq!(
+        (applied.affected, applied.refused, applied.evicted),
+        (2, 3, 0)
+    );
+
+    // DELETE_OLDEST at the limit: every new row evicts the oldest, bodies included.
+    set_quota(&index, 12, true, true);
+    let evicting = |range| {
+        apply(
+            &index,
+            Kind::Insert(Insert {
+                rows: rows(range),
+                default_max_rows: 10,
+            }),
+        )
+    };
+    let applied = evicting(20..32);
+    assert_eq!(
+        (applied.affected, applied.refused, applied.evicted),
+        (12, 0, 12)
+    );
+    // Packs 0 and 1 lost every row: deleted.
+    assert_eq!(applied.deleted_packs.len(), 2, "{applied:?}");
+    let applied = evicting(32..35);
+    assert_eq!(
+        (applied.affected, applied.refused, applied.evicted),
+        (3, 0, 3)
+    );
+    // Pack 2 keeps rows: the evicted rows' frames are erased in place.
+    assert_eq!(applied.erased.len(), 3, "{applied:?}");
+    let usage = index.usage("acct", "gw").unwrap();
+    assert_eq!((usage.rows, usage.refused, usage.evicted), (12, 8, 15));
+    let (kept, total) = run(&index, query(vec![]), 1, 100);
+    assert_eq!(total, 12);
+    let mut newest: Vec<Vec<u8>> = ids(&rows(23..35));
+    newest.reverse();
+    assert_eq!(kept, newest, "the newest rows stay");
+    // A batch larger than the limit (a backlog after a failover): its newest rows stay.
+    let applied = evicting(35..55);
+    assert_eq!(
+        (applied.affected, applied.refused, applied.evicted),
+        (12, 0, 20)
+    );
+    let (kept, total) = run(&index, query(vec![]), 1, 100);
+    assert_eq!(total, 12);
+    let mut newest: Vec<Vec<u8>> = ids(&rows(43..55));
+    newest.reverse();
+    assert_eq!(kept, newest, "the newest rows of the batch stay");
+    // Rows older than every row kept (a batch retried after its rows were evicted) are
+    // evicted on arrival: they never push newer rows out.
+    let applied = evicting(0..3);
+    assert_eq!(
+        (applied.affected, applied.refused, applied.evicted),
+        (0, 0, 3)
+    );
+    assert_eq!(run(&index, query(vec![]), 1, 100).0, newest);
+
+    // STOP_INSERTING at the limit: refused and counted; a snapshot keeps quota and counts.
+    set_quota(&index, 12, true, false);
+    assert_eq!(insert(&index, rows(35..40)), 0);
+    let (_d2, restored) = open();
+    restored.restore(&index.snapshot().unwrap()).unwrap();
+    assert_eq!(
+        restored.usage("acct", "gw").unwrap(),
+        index.usage("acct", "gw").unwrap()
+    );
+    assert_eq!(restored.usage("acct", "gw").unwrap().refused, 13);
+    assert_eq!(restored.usage("acct", "gw").unwrap().evicted, 38);
+
+    // Deleting the gateway forgets its quota.
+    apply(
+        &index,
+        Kind::DeleteGateway(DeleteGateway {
+            account_id: "acct".into(),
+            gateway_id: "gw".into(),
+            deleted_at_ms: 0,
+        }),
+    );
+    assert_eq!(index.usage("acct", "gw").unwrap(), Default::default());
 }
