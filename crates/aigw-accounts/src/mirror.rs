@@ -1,10 +1,11 @@
-//! Every gateway in memory, for the request path: the registry's own view on account-manager
-//! replicas, and the copy an edge keeps current from a `WatchGateways` stream.
+//! Every gateway and API-token verifier in memory, for the request path: the account
+//! manager's own view on its replicas, and the copy an edge keeps current from a
+//! `WatchGateways` stream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use aigw_proto::admin::{Gateway, GatewayChanges, GatewaySettings};
+use aigw_proto::admin::{Gateway, GatewayChanges, GatewaySettings, TokenVerifier};
 use tokio::sync::broadcast;
 
 /// The gateway every account has without creating it.
@@ -23,6 +24,16 @@ pub fn default_settings() -> GatewaySettings {
 
 type Gateways = HashMap<String, HashMap<String, Gateway>>;
 
+fn by_account(gateways: impl IntoIterator<Item = Gateway>) -> Gateways {
+    let mut out = Gateways::new();
+    for g in gateways {
+        out.entry(g.account_id.clone())
+            .or_default()
+            .insert(g.id.clone(), g);
+    }
+    out
+}
+
 /// One change to the mirror, as watchers receive it.
 #[derive(Debug, Clone)]
 pub enum GatewayChange {
@@ -35,14 +46,20 @@ pub enum GatewayChange {
         /// Its id.
         id: String,
     },
+    /// A token verifier was stored.
+    TokenUpsert(TokenVerifier),
+    /// A token was revoked (its id).
+    TokenRemoved(String),
     /// Everything was replaced (a snapshot was installed): watchers start over.
     Reset,
 }
 
-/// Gateways by account and id, shared by clones; every change is published to subscribers.
+/// Gateways by account and id, and token verifiers by token id, shared by clones; every
+/// change is published to subscribers.
 #[derive(Debug, Clone)]
 pub struct GatewayMirror {
     gateways: Arc<RwLock<Gateways>>,
+    tokens: Arc<RwLock<HashMap<String, TokenVerifier>>>,
     changes: broadcast::Sender<GatewayChange>,
 }
 
@@ -50,6 +67,7 @@ impl Default for GatewayMirror {
     fn default() -> Self {
         Self {
             gateways: Arc::default(),
+            tokens: Arc::default(),
             changes: broadcast::channel(CHANGE_BACKLOG).0,
         }
     }
@@ -91,16 +109,45 @@ impl GatewayMirror {
         });
     }
 
-    /// Replace every gateway.
-    pub fn replace(&self, all: impl IntoIterator<Item = Gateway>) {
-        let mut fresh = Gateways::new();
-        for g in all {
-            fresh
-                .entry(g.account_id.clone())
-                .or_default()
-                .insert(g.id.clone(), g);
-        }
-        *self.write() = fresh;
+    fn write_tokens(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, TokenVerifier>> {
+        self.tokens.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Store a token verifier.
+    pub fn upsert_token(&self, verifier: TokenVerifier) {
+        self.write_tokens()
+            .insert(verifier.id.clone(), verifier.clone());
+        let _ = self.changes.send(GatewayChange::TokenUpsert(verifier));
+    }
+
+    /// Forget a revoked token.
+    pub fn remove_token(&self, id: &str) {
+        self.write_tokens().remove(id);
+        let _ = self
+            .changes
+            .send(GatewayChange::TokenRemoved(id.to_owned()));
+    }
+
+    /// Replace every gateway and every token verifier (an edge's resynchronization).
+    pub fn replace(
+        &self,
+        gateways: impl IntoIterator<Item = Gateway>,
+        tokens: impl IntoIterator<Item = TokenVerifier>,
+    ) {
+        *self.write() = by_account(gateways);
+        *self.write_tokens() = tokens.into_iter().map(|t| (t.id.clone(), t)).collect();
+        let _ = self.changes.send(GatewayChange::Reset);
+    }
+
+    /// Replace every gateway, keeping the tokens (the registry's reload).
+    pub fn replace_gateways(&self, gateways: impl IntoIterator<Item = Gateway>) {
+        *self.write() = by_account(gateways);
+        let _ = self.changes.send(GatewayChange::Reset);
+    }
+
+    /// Replace every token verifier, keeping the gateways (the account book's reload).
+    pub fn replace_tokens(&self, tokens: impl IntoIterator<Item = TokenVerifier>) {
+        *self.write_tokens() = tokens.into_iter().map(|t| (t.id.clone(), t)).collect();
         let _ = self.changes.send(GatewayChange::Reset);
     }
 
@@ -112,6 +159,26 @@ impl GatewayMirror {
         for r in batch.removals {
             self.remove(&r.account_id, &r.id);
         }
+        for t in batch.token_upserts {
+            self.upsert_token(t);
+        }
+        for id in batch.token_removals {
+            self.remove_token(&id);
+        }
+    }
+
+    /// Every token verifier.
+    pub fn tokens(&self) -> Vec<TokenVerifier> {
+        let tokens = self.tokens.read().unwrap_or_else(PoisonError::into_inner);
+        tokens.values().cloned().collect()
+    }
+
+    /// The account whose API token `token` is, if it is a live one.
+    pub fn token_account(&self, token: &str) -> Option<String> {
+        let (id, secret) = crate::tokens::parse(token)?;
+        let tokens = self.tokens.read().unwrap_or_else(PoisonError::into_inner);
+        let verifier = tokens.get(id)?;
+        crate::tokens::verify(verifier, secret).then(|| verifier.account_id.clone())
     }
 
     /// Receives every change from now on; a receiver that falls more than a few thousand
@@ -194,7 +261,7 @@ mod tests {
             changes.try_recv(),
             Ok(GatewayChange::Removed { .. })
         ));
-        mirror.replace([gateway("c", "x")]);
+        mirror.replace([gateway("c", "x")], []);
         assert_eq!(mirror.all(), vec![gateway("c", "x")]);
         assert!(matches!(changes.try_recv(), Ok(GatewayChange::Reset)));
     }

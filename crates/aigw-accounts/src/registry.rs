@@ -56,7 +56,7 @@ impl GatewayRegistry {
             .iter()
             .map(|item| decode::<Gateway>(&item?.1))
             .collect::<Result<Vec<_>, _>>()?;
-        self.mirror.replace(gateways);
+        self.mirror.replace_gateways(gateways);
         Ok(())
     }
 

@@ -20,7 +20,9 @@ use tonic::{Request, Response, Status};
 use crate::command::{
     Applied, Command, CreateGateway, DeleteGateway, Status as Outcome, UpdateGateway, kind::Kind,
 };
-use crate::{DEFAULT_GATEWAY, GatewayChange, GatewayMirror, GatewayRegistry, default_settings};
+use crate::{
+    AccountBook, DEFAULT_GATEWAY, GatewayChange, GatewayMirror, GatewayRegistry, default_settings,
+};
 
 /// Longest gateway id.
 const MAX_ID_LEN: usize = 64;
@@ -33,6 +35,7 @@ const WATCH_BATCH: usize = 1024;
 #[derive(Clone)]
 pub struct GatewaysService {
     registry: GatewayRegistry,
+    book: AccountBook,
     group: GroupHandle,
     watch_end: WatchEnd,
 }
@@ -86,6 +89,11 @@ fn snapshot_batches(mirror: &GatewayMirror) -> VecDeque<GatewayChanges> {
             ..GatewayChanges::default()
         })
         .collect();
+    let tokens = mirror.tokens();
+    batches.extend(tokens.chunks(WATCH_BATCH).map(|chunk| GatewayChanges {
+        token_upserts: chunk.to_vec(),
+        ..GatewayChanges::default()
+    }));
     if batches.is_empty() {
         batches.push_back(GatewayChanges::default());
     }
@@ -127,13 +135,19 @@ impl Watch {
                     GatewayChange::Removed { account_id, id } => {
                         batch.removals.push(GatewayRef { account_id, id })
                     }
+                    GatewayChange::TokenUpsert(t) => batch.token_upserts.push(t),
+                    GatewayChange::TokenRemoved(id) => batch.token_removals.push(id),
                     GatewayChange::Reset => {
                         self.pending = snapshot_batches(&self.mirror);
                         batch = GatewayChanges::default();
                         break;
                     }
                 }
-                if batch.upserts.len() + batch.removals.len() < WATCH_BATCH {
+                let size = batch.upserts.len()
+                    + batch.removals.len()
+                    + batch.token_upserts.len()
+                    + batch.token_removals.len();
+                if size < WATCH_BATCH {
                     change = match self.changes.try_recv() {
                         Ok(c) => Some(c),
                         Err(broadcast::error::TryRecvError::Lagged(_)) => {
@@ -143,7 +157,7 @@ impl Watch {
                     };
                 }
             }
-            if !batch.upserts.is_empty() || !batch.removals.is_empty() {
+            if batch != GatewayChanges::default() {
                 self.pending.push_back(batch);
             }
         }
@@ -163,7 +177,7 @@ fn new_gateway(account_id: String, id: String, settings: GatewaySettings) -> Gat
 }
 
 /// Check an account or gateway id; gateway ids are lower-case like Cloudflare's.
-fn validate_id(what: &str, id: &str, lowercase_only: bool) -> Result<(), Status> {
+pub(crate) fn validate_id(what: &str, id: &str, lowercase_only: bool) -> Result<(), Status> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id.bytes().all(|b| {
@@ -225,10 +239,11 @@ pub(crate) async fn propose(group: &GroupHandle, kind: Kind) -> Result<Applied, 
 }
 
 impl GatewaysService {
-    /// Serve `registry`, replicating writes through `group`.
-    pub fn new(registry: GatewayRegistry, group: GroupHandle) -> Self {
+    /// Serve `registry` (under the plans of `book`), replicating writes through `group`.
+    pub fn new(registry: GatewayRegistry, book: AccountBook, group: GroupHandle) -> Self {
         Self {
             registry,
+            book,
             watch_end: WatchEnd::new(group.clone()),
             group,
         }
@@ -269,6 +284,31 @@ impl GatewaysService {
         }
         validate_id("account id", account, false)?;
         self.materialize_default(account).await
+    }
+
+    /// The error for a write the account's plan refused, naming the plan and its limit.
+    fn plan_refusal(&self, account: &str, applied: &Applied) -> Result<(), Status> {
+        let plan = || match self.book.plan_of(account) {
+            Ok(Ok(plan)) => plan.name,
+            Ok(Err(name)) => name,
+            Err(_) => "?".into(),
+        };
+        match outcome(applied) {
+            Outcome::LimitExceeded => Err(Status::resource_exhausted(format!(
+                "account `{account}` has reached the {} gateways its plan `{}` allows",
+                applied.limit,
+                plan()
+            ))),
+            Outcome::StrategyNotAllowed => Err(Status::resource_exhausted(format!(
+                "log_management_strategy DELETE_OLDEST is not allowed on plan `{}` of account `{account}`",
+                plan()
+            ))),
+            Outcome::UnknownPlan => Err(Status::failed_precondition(format!(
+                "account `{account}` is on plan `{}`, which does not exist",
+                plan()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn not_found(account: &str, id: &str) -> Status {
@@ -325,6 +365,7 @@ impl Gateways for GatewaysService {
                 r.id
             )));
         }
+        self.plan_refusal(&r.account_id, &applied)?;
         applied
             .gateway
             .map(Response::new)
@@ -387,6 +428,7 @@ impl Gateways for GatewaysService {
                 )),
             }))
             .await?;
+        self.plan_refusal(&r.account_id, &applied)?;
         match (outcome(&applied), applied.gateway) {
             (Outcome::Ok, Some(g)) => Ok(Response::new(g)),
             _ => Err(Self::not_found(&r.account_id, &r.id)),

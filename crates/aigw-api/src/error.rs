@@ -32,6 +32,8 @@ pub enum ApiCode {
     Unavailable = 3005,
     /// The storage behind the API did not answer in time (504).
     Timeout = 3006,
+    /// The account's plan does not allow it (400); the message names the plan and limit.
+    LimitExceeded = 3007,
     /// Anything else (500).
     Internal = 3099,
 }
@@ -118,6 +120,7 @@ pub fn backend_status(code: tonic::Code) -> (StatusCode, ApiCode) {
             (StatusCode::BAD_REQUEST, ApiCode::InvalidParameter)
         }
         Code::AlreadyExists => (StatusCode::CONFLICT, ApiCode::AlreadyExists),
+        Code::ResourceExhausted => (StatusCode::BAD_REQUEST, ApiCode::LimitExceeded),
         Code::FailedPrecondition | Code::Unavailable => {
             (StatusCode::SERVICE_UNAVAILABLE, ApiCode::Unavailable)
         }

@@ -2,20 +2,25 @@
 
 use aigw_placement::METADATA_GROUP;
 use aigw_proto::BoxStream;
+use aigw_proto::admin::accounts_client::AccountsClient as AccountsGrpcClient;
+use aigw_proto::admin::accounts_server::Accounts;
 use aigw_proto::admin::cluster_client::ClusterClient;
 use aigw_proto::admin::cluster_server::Cluster;
 use aigw_proto::admin::gateways_client::GatewaysClient;
 use aigw_proto::admin::gateways_server::Gateways;
 use aigw_proto::admin::{
-    CreateGatewayRequest, Gateway, GatewayChanges, GatewayRef, GetShardMapRequest,
-    ListGatewaysRequest, ListGatewaysResponse, PutShardMapRequest, ShardMapVersion,
-    UpdateGatewayRequest, WatchGatewaysRequest, WatchShardMapRequest,
+    Account, AccountInfo, AccountRef, CreateAccountRequest, CreateGatewayRequest,
+    CreateTokenRequest, CreatedToken, Gateway, GatewayChanges, GatewayRef, GatewayUsageResponse,
+    GetShardMapRequest, ListGatewaysRequest, ListGatewaysResponse, ListPlansRequest,
+    ListPlansResponse, ListTokensResponse, Plan, PutShardMapRequest, Quota, SetAccountPlanRequest,
+    ShardMapVersion, TokenInfo, TokenRef, UpdateGatewayRequest, UsageReport, WatchGatewaysRequest,
+    WatchShardMapRequest,
 };
 use tonic::{Request, Response, Status};
 
 use crate::{Caller, Credentials, RetryPolicy};
 
-/// `aigw.admin.v1.Gateways` and `Cluster` of the account-manager group, called on its leader
+/// `aigw.admin.v1.Gateways`, `Accounts` and `Cluster` of the account-manager group, called on its leader
 /// (found from `seeds`, its replicas' addresses, and then from their replies) with the
 /// router's retries. Edges serve the management API through it.
 pub struct AccountsClient {
@@ -49,10 +54,10 @@ impl AccountsClient {
 /// Forwards unary methods of `$trait` through `$client` on the group's leader.
 macro_rules! forward {
     ($trait:ident via $client:ident { $($method:ident($req:ty) -> $resp:ty;)* }
-     stream $smethod:ident($sreq:ty) -> $stype:ident = $sitem:ty;) => {
+     $(stream $smethod:ident($sreq:ty) -> $stype:ident = $sitem:ty;)?) => {
         #[tonic::async_trait]
         impl $trait for AccountsClient {
-            type $stype = BoxStream<$sitem>;
+            $(type $stype = BoxStream<$sitem>;)?
 
             $(
                 async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
@@ -68,7 +73,7 @@ macro_rules! forward {
                 }
             )*
 
-            async fn $smethod(
+            $(async fn $smethod(
                 &self,
                 request: Request<$sreq>,
             ) -> Result<Response<Self::$stype>, Status> {
@@ -81,7 +86,7 @@ macro_rules! forward {
                     )
                     .await
                     .map(|stream| Response::new(Box::pin(stream) as BoxStream<$sitem>))
-            }
+            })?
         }
     };
 }
@@ -103,4 +108,19 @@ forward! {
         put_shard_map(PutShardMapRequest) -> ShardMapVersion;
     }
     stream watch_shard_map(WatchShardMapRequest) -> WatchShardMapStream = ShardMapVersion;
+}
+
+forward! {
+    Accounts via AccountsGrpcClient {
+        put_plan(Plan) -> Plan;
+        list_plans(ListPlansRequest) -> ListPlansResponse;
+        create_account(CreateAccountRequest) -> Account;
+        get_account(AccountRef) -> AccountInfo;
+        set_account_plan(SetAccountPlanRequest) -> Account;
+        create_token(CreateTokenRequest) -> CreatedToken;
+        revoke_token(TokenRef) -> TokenInfo;
+        list_tokens(AccountRef) -> ListTokensResponse;
+        report_usage(UsageReport) -> Quota;
+        gateway_usage(GatewayRef) -> GatewayUsageResponse;
+    }
 }

@@ -7,7 +7,9 @@ use aigw_accounts::GatewayMirror;
 use aigw_placement::ShardMap;
 use aigw_proto::admin::cluster_client::ClusterClient;
 use aigw_proto::admin::gateways_client::GatewaysClient;
-use aigw_proto::admin::{Gateway, ShardMapVersion, WatchGatewaysRequest, WatchShardMapRequest};
+use aigw_proto::admin::{
+    GatewayChanges, ShardMapVersion, WatchGatewaysRequest, WatchShardMapRequest,
+};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tonic::Status;
@@ -189,7 +191,7 @@ async fn mirror_gateways(
     };
     // A snapshot being collected: applied whole once its last batch arrives, so that the
     // mirror never serves half of one.
-    let mut snapshot: Option<Vec<Gateway>> = None;
+    let mut snapshot: Option<GatewayChanges> = None;
     loop {
         let batch = match stream.message().await {
             Ok(Some(batch)) => batch,
@@ -197,13 +199,15 @@ async fn mirror_gateways(
             Err(e) => return e,
         };
         if batch.reset {
-            snapshot = Some(Vec::new());
+            snapshot = Some(GatewayChanges::default());
         }
         match snapshot.as_mut() {
             Some(collected) => {
-                collected.extend(batch.upserts);
+                collected.upserts.extend(batch.upserts);
+                collected.token_upserts.extend(batch.token_upserts);
                 if batch.synced {
-                    mirror.replace(snapshot.take().unwrap_or_default());
+                    let all = snapshot.take().unwrap_or_default();
+                    mirror.replace(all.upserts, all.token_upserts);
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(());
                     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_accounts::{
-    AccountsApp, GatewayRegistry, GatewaysService, ShardMapService, ShardMapStore,
+    AccountBook, AccountsApp, GatewayRegistry, GatewaysService, ShardMapService, ShardMapStore,
 };
 use aigw_cluster::{AccountsClient, Credentials, RetryPolicy, follow_gateways, follow_shard_map};
 use aigw_placement::{NodeInfo, ShardMap};
@@ -67,10 +67,19 @@ async fn start_managers() -> BTreeMap<NodeId, (String, ManagerNode)> {
         .expect("raft node");
         let registry = GatewayRegistry::open(db.open_tree("gateways").expect("tree")).expect("reg");
         let store = ShardMapStore::open(db.open_tree("shard_map").expect("tree")).expect("store");
+        let book = AccountBook::open(
+            db.open_tree("book").expect("tree"),
+            registry.mirror().clone(),
+        )
+        .expect("book");
         let group = raft
             .start_group(
                 ACCOUNTS,
-                Arc::new(AccountsApp::new(registry.clone(), store.clone())),
+                Arc::new(AccountsApp::new(
+                    registry.clone(),
+                    book.clone(),
+                    store.clone(),
+                )),
                 members.clone(),
             )
             .await
@@ -83,7 +92,9 @@ async fn start_managers() -> BTreeMap<NodeId, (String, ManagerNode)> {
                     store,
                     group.clone(),
                 )))
-                .add_service(GatewaysServer::new(GatewaysService::new(registry, group)))
+                .add_service(GatewaysServer::new(GatewaysService::new(
+                    registry, book, group,
+                )))
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                     let _ = stopped.await;
                 }),

@@ -1,0 +1,276 @@
+//! `aigw.admin.v1.Accounts` on the account-manager group: plans, accounts, tokens, usage.
+
+use aigw_proto::admin::accounts_server::Accounts;
+use aigw_proto::admin::{
+    Account, AccountInfo, AccountRef, CreateAccountRequest, CreateTokenRequest, CreatedToken,
+    GatewayRef, GatewayUsageResponse, ListPlansRequest, ListPlansResponse, ListTokensResponse,
+    Plan, Quota, SetAccountPlanRequest, TokenInfo, TokenRef, TokenVerifier, UsageReport,
+};
+use aigw_raft::GroupHandle;
+use aigw_types::unix_now_ms;
+use tonic::{Request, Response, Status};
+
+use crate::command::{
+    Applied, CreateAccount, PutPlan, PutToken, ReportUsage, RevokeToken, SetAccountPlan,
+    Status as Outcome, kind::Kind,
+};
+use crate::registry::RegistryError;
+use crate::service::{propose, read_status, validate_id};
+use crate::{AccountBook, DEFAULT_GATEWAY, GatewayRegistry, default_settings, gateway_limit};
+
+/// Serves the account book from the account-manager group.
+#[derive(Clone)]
+pub struct AccountsService {
+    book: AccountBook,
+    registry: GatewayRegistry,
+    group: GroupHandle,
+}
+
+fn storage(e: RegistryError) -> Status {
+    Status::internal(format!("account manager storage: {e}"))
+}
+
+fn outcome(applied: &Applied) -> Outcome {
+    Outcome::try_from(applied.status).unwrap_or(Outcome::Ok)
+}
+
+fn unknown_plan(plan: &str) -> Status {
+    Status::invalid_argument(format!(
+        "unknown plan `{plan}` (`aigw admin plan list` shows the plans)"
+    ))
+}
+
+fn token_info(v: &TokenVerifier) -> TokenInfo {
+    TokenInfo {
+        id: v.id.clone(),
+        account_id: v.account_id.clone(),
+        created_at_ms: v.created_at_ms,
+    }
+}
+
+impl AccountsService {
+    /// Serve `book` (and count `registry`'s gateways), replicating writes through `group`.
+    pub fn new(book: AccountBook, registry: GatewayRegistry, group: GroupHandle) -> Self {
+        Self {
+            book,
+            registry,
+            group,
+        }
+    }
+
+    async fn read_barrier(&self) -> Result<(), Status> {
+        self.group.ensure_linearizable().await.map_err(read_status)
+    }
+}
+
+#[tonic::async_trait]
+impl Accounts for AccountsService {
+    #[tracing::instrument(skip_all, fields(plan = %request.get_ref().name))]
+    async fn put_plan(&self, request: Request<Plan>) -> Result<Response<Plan>, Status> {
+        let plan = request.into_inner();
+        validate_id("plan name", &plan.name, false)?;
+        let applied = propose(&self.group, Kind::PutPlan(PutPlan { plan: Some(plan) })).await?;
+        applied
+            .plan
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("plan put returned no plan"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_plans(
+        &self,
+        _request: Request<ListPlansRequest>,
+    ) -> Result<Response<ListPlansResponse>, Status> {
+        self.read_barrier().await?;
+        let plans = self.book.plans().map_err(storage)?;
+        Ok(Response::new(ListPlansResponse { plans }))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id))]
+    async fn create_account(
+        &self,
+        request: Request<CreateAccountRequest>,
+    ) -> Result<Response<Account>, Status> {
+        let r = request.into_inner();
+        validate_id("account id", &r.account_id, false)?;
+        let account = Account {
+            id: r.account_id.clone(),
+            plan: r.plan.clone(),
+            created_at_ms: unix_now_ms(),
+        };
+        let applied = propose(
+            &self.group,
+            Kind::CreateAccount(CreateAccount {
+                account: Some(account),
+            }),
+        )
+        .await?;
+        match (outcome(&applied), applied.account) {
+            (Outcome::Ok, Some(account)) => Ok(Response::new(account)),
+            (Outcome::AlreadyExists, _) => Err(Status::already_exists(format!(
+                "account `{}` already exists",
+                r.account_id
+            ))),
+            _ => Err(unknown_plan(&r.plan)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id))]
+    async fn get_account(
+        &self,
+        request: Request<AccountRef>,
+    ) -> Result<Response<AccountInfo>, Status> {
+        let id = request.into_inner().account_id;
+        validate_id("account id", &id, false)?;
+        self.read_barrier().await?;
+        let stored = self.book.account(&id).map_err(storage)?;
+        let plan = self.book.plan_of(&id).map_err(storage)?.ok();
+        let account = stored.clone().unwrap_or_else(|| Account {
+            id: id.clone(),
+            plan: crate::DEFAULT_PLAN.into(),
+            created_at_ms: 0,
+        });
+        Ok(Response::new(AccountInfo {
+            account: Some(account),
+            plan,
+            implicit: stored.is_none(),
+            gateways: self.registry.list(&id, None).len() as u64,
+            logs: self.book.account_logs(&id).map_err(storage)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id))]
+    async fn set_account_plan(
+        &self,
+        request: Request<SetAccountPlanRequest>,
+    ) -> Result<Response<Account>, Status> {
+        let r = request.into_inner();
+        validate_id("account id", &r.account_id, false)?;
+        let account = Account {
+            id: r.account_id,
+            plan: r.plan.clone(),
+            created_at_ms: unix_now_ms(),
+        };
+        let applied = propose(
+            &self.group,
+            Kind::SetAccountPlan(SetAccountPlan {
+                account: Some(account),
+            }),
+        )
+        .await?;
+        match (outcome(&applied), applied.account) {
+            (Outcome::Ok, Some(account)) => Ok(Response::new(account)),
+            _ => Err(unknown_plan(&r.plan)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id))]
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreatedToken>, Status> {
+        let account = request.into_inner().account_id;
+        validate_id("account id", &account, false)?;
+        let (token, verifier) = crate::tokens::issue(&account, unix_now_ms())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let info = token_info(&verifier);
+        propose(
+            &self.group,
+            Kind::PutToken(PutToken {
+                verifier: Some(verifier),
+            }),
+        )
+        .await?;
+        tracing::info!(token_id = %info.id, "token issued");
+        Ok(Response::new(CreatedToken {
+            token,
+            info: Some(info),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(token_id = %request.get_ref().id))]
+    async fn revoke_token(
+        &self,
+        request: Request<TokenRef>,
+    ) -> Result<Response<TokenInfo>, Status> {
+        let id = request.into_inner().id;
+        let applied = propose(
+            &self.group,
+            Kind::RevokeToken(RevokeToken { id: id.clone() }),
+        )
+        .await?;
+        match (outcome(&applied), applied.token) {
+            (Outcome::Ok, Some(v)) => Ok(Response::new(token_info(&v))),
+            _ => Err(Status::not_found(format!("no token with id `{id}`"))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id))]
+    async fn list_tokens(
+        &self,
+        request: Request<AccountRef>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        let account = request.into_inner().account_id;
+        self.read_barrier().await?;
+        let mut tokens: Vec<TokenInfo> = self
+            .book
+            .verifiers()
+            .map_err(storage)?
+            .iter()
+            .filter(|v| v.account_id == account)
+            .map(token_info)
+            .collect();
+        tokens.sort_by_key(|t| t.created_at_ms);
+        Ok(Response::new(ListTokensResponse { tokens }))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().gateway_id, group = request.get_ref().group))]
+    async fn report_usage(&self, request: Request<UsageReport>) -> Result<Response<Quota>, Status> {
+        let report = request.into_inner();
+        let applied = propose(
+            &self.group,
+            Kind::ReportUsage(ReportUsage {
+                report: Some(report),
+                reported_at_ms: unix_now_ms(),
+            }),
+        )
+        .await?;
+        applied
+            .quota
+            .map(Response::new)
+            .ok_or_else(|| Status::failed_precondition("the account's plan does not exist"))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().id))]
+    async fn gateway_usage(
+        &self,
+        request: Request<GatewayRef>,
+    ) -> Result<Response<GatewayUsageResponse>, Status> {
+        let r = request.into_inner();
+        self.read_barrier().await?;
+        let settings = self.registry.mirror().settings(&r.account_id, &r.id);
+        let Some(settings) = settings.or_else(|| (r.id == DEFAULT_GATEWAY).then(default_settings))
+        else {
+            return Err(Status::not_found(format!(
+                "gateway `{}` not found for account `{}`",
+                r.id, r.account_id
+            )));
+        };
+        let plan = self
+            .book
+            .plan_of(&r.account_id)
+            .map_err(storage)?
+            .map_err(|name| unknown_plan(&name))?;
+        Ok(Response::new(GatewayUsageResponse {
+            limit: gateway_limit(&plan, &settings),
+            account_limit: plan.max_logs_per_account,
+            account_logs: self.book.account_logs(&r.account_id).map_err(storage)?,
+            strategy: settings.log_management_strategy,
+            groups: self
+                .book
+                .usage(&r.account_id, Some(&r.id))
+                .map_err(storage)?,
+            plan: plan.name,
+        }))
+    }
+}
