@@ -245,6 +245,11 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "must be at least 16 characters".to_owned(),
     );
     check(
+        config.usage_report_rows >= 2,
+        "usage_report_rows",
+        "must be at least 2".to_owned(),
+    );
+    check(
         config.proxy.max_body_bytes > 0,
         "proxy.max_body_bytes",
         "must be greater than 0".to_owned(),

@@ -28,6 +28,9 @@ pub struct Config {
     pub node_id: u64,
     /// Memory sled may use to cache the index and Raft logs of this process.
     pub index_cache_bytes: u64,
+    /// New logs of a gateway between two usage reports of its shard leader to the account
+    /// manager; also the most a shard may overshoot a plan's log limit by.
+    pub usage_report_rows: u64,
     /// Per-provider overrides, keyed by slug (`openai`, `custom-acme`, ...).
     pub providers: BTreeMap<String, ProviderConfig>,
     /// How the edge talks to upstreams.
@@ -52,6 +55,7 @@ impl Default for Config {
             api_tokens: Vec::new(),
             node_id: 1,
             index_cache_bytes: 256 * 1024 * 1024,
+            usage_report_rows: 1_000,
             providers: BTreeMap::new(),
             proxy: ProxyConfig::default(),
             log_queue: LogQueueConfig::default(),

@@ -4,14 +4,18 @@
 //! group (commands in, deterministic state out, fuzzy snapshots), and the [`ShardService`] that
 //! serves `aigw.shard.v1` on the group's leader — a batch's bodies go to the blob store, packed
 //! into one object per gateway, before their rows are proposed; deletions remove or erase
-//! bodies after they commit; reads are linearizable. It must not
+//! bodies after they commit; reads are linearizable; rows are admitted against per-gateway quotas
+//! that the leader keeps current by reporting usage to the account manager ([`QuotaKeeper`]).
+//! It must not
 //! know about HTTP or the management API's wire format; it speaks the gRPC contract only.
 
 mod app;
 mod host;
 mod packing;
+mod quota;
 mod service;
 
 pub use app::ShardApp;
 pub use host::ShardHost;
+pub use quota::{DEFAULT_REPORT_EVERY, QuotaKeeper, UsageReporter};
 pub use service::ShardService;

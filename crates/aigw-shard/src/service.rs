@@ -22,6 +22,10 @@ use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
 use crate::packing::{PackError, PackIds, pack_batch};
+use crate::quota::{Due, QuotaKeeper};
+
+/// Wait before a failed usage report is tried again.
+const RETRY_REPORT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Ids per replicated delete command, so entries stay small.
 const DELETE_IDS_PER_COMMAND: usize = 10_000;
@@ -35,6 +39,7 @@ pub struct ShardService {
     blobs: Arc<dyn BlobStore>,
     codec: Codec,
     pack_ids: Arc<PackIds>,
+    quotas: Option<QuotaKeeper>,
 }
 
 impl ShardService {
@@ -46,6 +51,93 @@ impl ShardService {
             blobs,
             codec: Codec::default(),
             pack_ids: Arc::new(PackIds::new()),
+            quotas: None,
+        }
+    }
+
+    /// Admits rows against quotas that `quotas` keeps current (without: every row).
+    pub fn with_quotas(mut self, quotas: QuotaKeeper) -> Self {
+        self.quotas = Some(quotas);
+        self
+    }
+
+    /// Reports the usage of every gateway of the group each time this replica becomes its
+    /// leader: the previous leader may have stored rows it never reported. Ends when the
+    /// group stops. Does nothing without quotas.
+    pub async fn report_on_leadership(self) {
+        if self.quotas.is_none() {
+            return;
+        }
+        let mut metrics = self.group.metrics();
+        let mut leading = false;
+        loop {
+            let now_leading = metrics.borrow_and_update().state.is_leader();
+            // Counts are read once everything committed is applied here.
+            if now_leading && !leading && self.read_barrier().await.is_ok() {
+                let index = self.index.clone();
+                match tokio::task::spawn_blocking(move || index.gateways()).await {
+                    Ok(Ok(gateways)) => {
+                        self.report_usage(gateways.iter().map(|(a, g)| (a.as_str(), g.as_str())))
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "listing the group's gateways failed"),
+                    Err(e) => tracing::warn!(error = %e, "listing the group's gateways failed"),
+                }
+            }
+            leading = now_leading;
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reports the usage of the gateways in a committed batch that call for it, in the
+    /// background, and stores the quotas granted.
+    fn report_usage<'a>(&self, gateways: impl Iterator<Item = (&'a str, &'a str)>) {
+        let Some(quotas) = &self.quotas else { return };
+        let mut seen = std::collections::HashSet::new();
+        for (account, gateway) in gateways {
+            if !seen.insert((account, gateway)) {
+                continue;
+            }
+            let usage = match self.index.usage(account, gateway) {
+                Ok(usage) => usage,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a gateway's usage failed");
+                    continue;
+                }
+            };
+            let (service, quotas) = (self.clone(), quotas.clone());
+            let (account, gateway) = (account.to_owned(), gateway.to_owned());
+            match quotas.due(&account, &gateway, &usage) {
+                Due::No => continue,
+                Due::Later(wait) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        quotas.unschedule(&account, &gateway);
+                        if service.group.is_leader() {
+                            service
+                                .report_usage([(account.as_str(), gateway.as_str())].into_iter());
+                        }
+                    });
+                    continue;
+                }
+                Due::Now => {}
+            }
+            tokio::spawn(async move {
+                let stored = match quotas.report(&account, &gateway, usage).await {
+                    Ok(Some(set)) => service.propose(set).await.map(drop),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = stored {
+                    tracing::warn!(%account, %gateway, error = %e.message(), "usage report failed; the stored quota applies");
+                    // Tried again (while this replica leads) even if no more logs arrive.
+                    tokio::time::sleep(RETRY_REPORT).await;
+                    if service.group.is_leader() {
+                        service.report_usage([(account.as_str(), gateway.as_str())].into_iter());
+                    }
+                }
+            });
         }
     }
 
@@ -199,10 +291,20 @@ impl Shard for ShardService {
             .put_many(batch.packs)
             .await
             .map_err(blob_status)?;
+        let gateways: Vec<(String, String)> = batch
+            .rows
+            .iter()
+            .map(|r| (r.account_id.clone(), r.gateway_id.clone()))
+            .collect();
         let applied = self
-            .propose(Kind::Insert(Insert { rows: batch.rows }))
+            .propose(Kind::Insert(Insert {
+                rows: batch.rows,
+                default_max_rows: self.quotas.as_ref().map_or(0, QuotaKeeper::initial_rows),
+            }))
             .await?;
-        // Logs of a gateway deleted while they were in flight are refused; so are their bodies.
+        self.report_usage(gateways.iter().map(|(a, g)| (a.as_str(), g.as_str())));
+        // Logs of a gateway deleted while they were in flight, or refused by its quota, leave
+        // their bodies behind; so do the logs evicted to make room.
         self.discard_bodies(&applied).await;
         Ok(Response::new(IngestResponse {
             accepted: u32::try_from(applied.affected).unwrap_or(u32::MAX),

@@ -10,6 +10,10 @@ use aigw_proto::admin::{
     RemoveNodeRequest, ShardMapVersion,
 };
 use anyhow::Context;
+
+use crate::admin_accounts::{
+    self, AccountCommand, AccountsCommand, GatewayCommand, PlanCommand, TokenCommand,
+};
 use clap::Subcommand;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -17,6 +21,33 @@ use tonic::transport::Channel;
 /// What to ask or change.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    #[command(flatten)]
+    Node(NodeCommand),
+    /// Accounts and their plans.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Plans: limits on gateways and logs.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+    /// Account API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Gateways' log usage.
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
+    },
+}
+
+/// Questions and placement changes answered by the node asked (the `Admin` service).
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
     /// Every node and group: leaders, terms, log and applied indexes, follower lag.
     Status,
     /// The health of the node asked (exit status 1 when not serving).
@@ -76,36 +107,56 @@ fn request<T>(message: T, credentials: &Credentials) -> tonic::Request<T> {
     request
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
 /// Runs one admin command; `Ok(false)` when it ran but the answer is a failure (unhealthy).
 pub async fn run(args: AdminArgs) -> anyhow::Result<bool> {
-    let channel = Channel::from_shared(format!("http://{}", args.addr))
-        .with_context(|| format!("bad --addr `{}`", args.addr))?
+    let token = Credentials::bearer(args.token.as_deref()).map_err(status_error)?;
+    let on_accounts = match args.command {
+        AdminCommand::Node(command) => {
+            return run_node(&args.addr, &token, args.json, command).await;
+        }
+        AdminCommand::Account { command } => AccountsCommand::Account(command),
+        AdminCommand::Plan { command } => AccountsCommand::Plan(command),
+        AdminCommand::Token { command } => AccountsCommand::Token(command),
+        AdminCommand::Gateway { command } => AccountsCommand::Gateway(command),
+    };
+    admin_accounts::run(&args.addr, token, args.json, on_accounts).await?;
+    Ok(true)
+}
+
+/// Runs one command of the `Admin` service on the node at `addr`.
+async fn run_node(
+    addr: &str,
+    token: &Credentials,
+    as_json: bool,
+    command: NodeCommand,
+) -> anyhow::Result<bool> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("bad --addr `{addr}`"))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach {}", args.addr))?;
+        .with_context(|| format!("cannot reach {addr}"))?;
     let mut client = AdminClient::new(channel);
-    let token = &Credentials::bearer(args.token.as_deref()).map_err(status_error)?;
-    match args.command {
-        AdminCommand::Status => {
+    match command {
+        NodeCommand::Status => {
             let status = client
                 .cluster_status(request(ClusterStatusRequest {}, token))
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_status(&status, args.json)?;
+            print_status(&status, as_json)?;
             Ok(status.unreachable.is_empty())
         }
-        AdminCommand::Health { max_lag } => {
+        NodeCommand::Health { max_lag } => {
             let health = client
                 .health(request(HealthRequest { max_lag }, token))
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if args.json {
+            if as_json {
                 println!(
                     "{}",
                     json!({"serving": health.serving, "problems": health.problems})
@@ -120,23 +171,23 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<bool> {
             }
             Ok(health.serving)
         }
-        AdminCommand::AddNode { id, addr } => {
+        NodeCommand::AddNode { id, addr } => {
             let map = client
                 .add_node(request(AddNodeRequest { node_id: id, addr }, token))
                 .await
                 .map_err(status_error)?;
-            print_map_change(&map.into_inner(), args.json);
+            print_map_change(&map.into_inner(), as_json);
             Ok(true)
         }
-        AdminCommand::RemoveNode { id } => {
+        NodeCommand::RemoveNode { id } => {
             let map = client
                 .remove_node(request(RemoveNodeRequest { node_id: id }, token))
                 .await
                 .map_err(status_error)?;
-            print_map_change(&map.into_inner(), args.json);
+            print_map_change(&map.into_inner(), as_json);
             Ok(true)
         }
-        AdminCommand::MoveReplica { group, from, to } => {
+        NodeCommand::MoveReplica { group, from, to } => {
             let map = client
                 .move_replica(request(
                     MoveReplicaRequest {
@@ -148,7 +199,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<bool> {
                 ))
                 .await
                 .map_err(status_error)?;
-            print_map_change(&map.into_inner(), args.json);
+            print_map_change(&map.into_inner(), as_json);
             Ok(true)
         }
     }

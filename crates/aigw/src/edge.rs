@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_accounts::GatewayMirror;
-use aigw_api::{ApiState, StaticTokens};
+use aigw_api::{ApiState, Authenticator, Principal, StaticTokens};
 use aigw_cluster::{
     AccountsClient, Credentials, RetryPolicy, ShardRouter, follow_gateways, follow_shard_map,
 };
@@ -70,6 +70,22 @@ pub async fn serve(
     .await
 }
 
+/// The management API's credentials: the admin token and account tokens from the config,
+/// then the account tokens issued by the account manager (`aigw admin token create`), whose
+/// salted hashes the edge's mirror holds.
+struct EdgeTokens {
+    configured: StaticTokens,
+    issued: GatewayMirror,
+}
+
+impl Authenticator for EdgeTokens {
+    fn authenticate(&self, bearer: &str) -> Option<Principal> {
+        self.configured
+            .authenticate(bearer)
+            .or_else(|| self.issued.token_account(bearer).map(Principal::Account))
+    }
+}
+
 /// Serves the proxy and the management API on `http_addr` until `shutdown`, then drains the
 /// log queue into `sink`.
 pub async fn serve_http(
@@ -90,7 +106,10 @@ pub async fn serve_http(
     let api = aigw_api::router(ApiState {
         shards,
         gateways: gateways.clone(),
-        auth: Arc::new(StaticTokens::new(config.admin_token.as_deref(), tokens)),
+        auth: Arc::new(EdgeTokens {
+            configured: StaticTokens::new(config.admin_token.as_deref(), tokens),
+            issued: mirror.clone(),
+        }),
     });
     let directory = MirrorDirectory::new(mirror, gateways);
     let edge = Edge::new(config, Arc::new(sink), Arc::new(directory))?;

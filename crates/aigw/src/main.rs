@@ -4,6 +4,7 @@
 //! one role of a cluster. This crate only wires configuration, telemetry and the role crates
 //! together; the behaviour lives in those crates.
 
+mod admin_accounts;
 mod admin_cli;
 mod allinone;
 mod directory;

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aigw_accounts::{
-    AccountsApp, GatewayRegistry, GatewaysService, ShardMapService, ShardMapStore,
+    AccountBook, AccountsApp, AccountsService, GatewayRegistry, GatewaysService, ShardMapService,
+    ShardMapStore,
 };
 use aigw_admin::{AdminAuth, AdminService};
 use aigw_blob::{BlobStore, Codec};
@@ -21,13 +22,14 @@ use aigw_logindex::LogIndex;
 use aigw_placement::{DEFAULT_VNODES_PER_NODE, METADATA_GROUP, NodeInfo, ShardMap};
 use aigw_proto::MAX_SHARD_MESSAGE_BYTES;
 use aigw_proto::admin::PutShardMapRequest;
+use aigw_proto::admin::accounts_server::AccountsServer;
 use aigw_proto::admin::admin_server::AdminServer;
 use aigw_proto::admin::cluster_server::{Cluster, ClusterServer};
 use aigw_proto::admin::gateways_server::GatewaysServer;
 use aigw_proto::shard::shard_server::ShardServer;
 use aigw_raft::openraft::BasicNode;
 use aigw_raft::{GroupHandle, GroupId, NodeConfig, NodeId, RaftNode};
-use aigw_shard::{ShardApp, ShardHost, ShardService};
+use aigw_shard::{QuotaKeeper, ShardApp, ShardHost, ShardService, UsageReporter};
 use anyhow::Context;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -57,6 +59,8 @@ pub struct AccountsReplica {
     pub gateways: Arc<GatewaysService>,
     /// `aigw.admin.v1.Cluster` on this replica.
     pub cluster: ShardMapService,
+    /// `aigw.admin.v1.Accounts` on this replica.
+    pub accounts: AccountsService,
     shard_maps: ShardMapStore,
     group: GroupHandle,
 }
@@ -82,6 +86,9 @@ struct Replicas {
     host: ShardHost,
     blobs: Arc<dyn BlobStore>,
     codec: Codec,
+    /// Where group leaders report usage (the account manager).
+    usage: UsageReporter,
+    usage_report_rows: u64,
     /// Groups with a membership change under way.
     moving: Arc<Mutex<HashSet<GroupId>>>,
     /// Groups the map moved away from this node → when that was first seen.
@@ -122,14 +129,11 @@ impl ShardNode {
         let credentials = Credentials::bearer(config.admin_token.as_deref())
             .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         let (known_map, admin_map) = watch::channel(None);
-        let admin = AdminService::new(
-            node.clone(),
-            admin_map,
-            Arc::new(
-                AccountsClient::new(seeds.clone(), RetryPolicy::default(), credentials.clone())
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?,
-            ),
+        let accounts_client = Arc::new(
+            AccountsClient::new(seeds.clone(), RetryPolicy::default(), credentials.clone())
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?,
         );
+        let admin = AdminService::new(node.clone(), admin_map, accounts_client.clone());
         let (stop_grpc, grpc) = serve_grpc(config, &node, &host, accounts.as_ref(), admin).await?;
 
         let mut tasks = Vec::new();
@@ -165,6 +169,8 @@ impl ShardNode {
             host: host.clone(),
             blobs: blobs.clone(),
             codec: body_codec(config),
+            usage: accounts_client,
+            usage_report_rows: config.usage_report_rows,
             moving: Arc::default(),
             leaving: Arc::default(),
             unled: Arc::default(),
@@ -273,16 +279,26 @@ async fn start_accounts(
 ) -> anyhow::Result<AccountsReplica> {
     let registry = GatewayRegistry::open(db.open_tree("accounts/gateways")?)?;
     let shard_maps = ShardMapStore::open(db.open_tree("accounts/shard_map")?)?;
+    let book = AccountBook::open(db.open_tree("accounts/book")?, registry.mirror().clone())?;
     let group = node
         .start_group(
             METADATA_GROUP,
-            Arc::new(AccountsApp::new(registry.clone(), shard_maps.clone())),
+            Arc::new(AccountsApp::new(
+                registry.clone(),
+                book.clone(),
+                shard_maps.clone(),
+            )),
             basic_nodes(members.iter().map(|m| (m.id, m.addr.as_str()))),
         )
         .await
         .context("cannot start the account-manager group")?;
     Ok(AccountsReplica {
-        gateways: Arc::new(GatewaysService::new(registry.clone(), group.clone())),
+        gateways: Arc::new(GatewaysService::new(
+            registry.clone(),
+            book.clone(),
+            group.clone(),
+        )),
+        accounts: AccountsService::new(book, registry.clone(), group.clone()),
         cluster: ShardMapService::new(shard_maps.clone(), group.clone()),
         registry,
         shard_maps,
@@ -322,6 +338,9 @@ async fn serve_grpc(
         }))
         .add_optional_service(
             accounts.map(|a| ClusterServer::with_interceptor(a.cluster.clone(), auth.clone())),
+        )
+        .add_optional_service(
+            accounts.map(|a| AccountsServer::with_interceptor(a.accounts.clone(), auth.clone())),
         )
         .add_service(AdminServer::with_interceptor(admin, auth.clone()))
         .add_service(reflection)
@@ -567,10 +586,15 @@ impl Replicas {
         } else {
             self.node.join_group(group, app).await?
         };
-        self.host.insert(
-            group,
-            Arc::new(ShardService::new(index, handle, self.blobs.clone()).with_codec(self.codec)),
-        );
+        let service = ShardService::new(index, handle, self.blobs.clone())
+            .with_codec(self.codec)
+            .with_quotas(QuotaKeeper::new(
+                self.usage.clone(),
+                group,
+                self.usage_report_rows,
+            ));
+        tokio::spawn(service.clone().report_on_leadership());
+        self.host.insert(group, Arc::new(service));
         Ok(())
     }
 
