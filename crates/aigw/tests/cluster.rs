@@ -8,8 +8,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,135 +16,12 @@ use std::time::{Duration, Instant};
 use aigw_cluster::{Credentials, RetryPolicy, ShardRouter, follow_shard_map};
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{GetLogRequest, ListLogsRequest, LogQuery};
-use common::{ADMIN_TOKEN, aigw_serve, api_get, chat, free_addr, mock, signal, wait_ok};
+use common::cluster::{admin, admin_credentials, admin_run, start_cluster, wait_healthy};
+use common::{ADMIN_TOKEN, aigw_serve, api_get, chat, free_addr, mock, signal};
 use serde_json::json;
 
 const ACCOUNT: &str = "acct";
 const GATEWAY: &str = "orders";
-
-/// Three shard nodes and two edges as child processes, killed when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    upstream: String,
-    grpc: Vec<SocketAddr>,
-    shards: Vec<Option<Child>>,
-    edges: Vec<(SocketAddr, Child)>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.shards.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for (_, child) in &mut self.edges {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Cluster {
-    /// The account-manager replicas: the first three shard nodes (nodes added later are not).
-    fn members(&self) -> String {
-        self.grpc[..3]
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| format!("{}={addr}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn node(&self, role: &str) -> Command {
-        let mut cmd = aigw_serve();
-        cmd.env("AIGW_ROLE", role)
-            .env("AIGW_CLUSTER__MEMBERS", self.members())
-            .env("AIGW_CLUSTER__SHARD_GROUPS", "2")
-            .env("AIGW_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("AIGW_PROVIDERS__OPENAI__BASE_URL", &self.upstream)
-            .env("AIGW_BLOB__PATH", self.dir.path().join("blobs"));
-        cmd
-    }
-
-    fn log_file(&self, name: &str) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("{name}.log")))
-            .unwrap()
-    }
-
-    /// Starts shard node `i` (0-based; node id `i + 1`) on its data directory.
-    fn start_shard(&mut self, i: usize) {
-        let data: PathBuf = self.dir.path().join(format!("shard{}", i + 1));
-        let log = self.log_file(&format!("shard{}", i + 1));
-        let child = self
-            .node("shard")
-            .env("AIGW_NODE_ID", (i + 1).to_string())
-            .env("AIGW_GRPC_ADDR", self.grpc[i].to_string())
-            .env("AIGW_HTTP_ADDR", free_addr().to_string())
-            .env("AIGW_DATA_DIR", data)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("shard node starts");
-        self.shards[i] = Some(child);
-    }
-
-    async fn start_edge(&mut self, client: &reqwest::Client) {
-        let http = free_addr();
-        let log = self.log_file(&format!("edge{}", self.edges.len() + 1));
-        let child = self
-            .node("edge")
-            .env("AIGW_HTTP_ADDR", http.to_string())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("edge starts");
-        self.edges.push((http, child));
-        wait_ok(client, &format!("http://{http}/readyz"), "edge").await;
-    }
-
-    fn shard(&self, i: usize) -> &Child {
-        self.shards[i].as_ref().expect("shard running")
-    }
-
-    fn kill_shard(&mut self, i: usize) {
-        let mut child = self.shards[i].take().expect("shard running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn index_of(&self, addr: &str) -> usize {
-        self.grpc
-            .iter()
-            .position(|a| a.to_string() == addr)
-            .unwrap_or_else(|| panic!("{addr} is not a shard node"))
-    }
-
-    fn log_tail(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
-            .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-async fn start_cluster(client: &reqwest::Client, upstream: String) -> Cluster {
-    let mut cluster = Cluster {
-        dir: tempfile::tempdir().unwrap(),
-        upstream,
-        grpc: (0..3).map(|_| free_addr()).collect(),
-        shards: vec![None, None, None],
-        edges: Vec::new(),
-    };
-    for i in 0..3 {
-        cluster.start_shard(i);
-    }
-    cluster.start_edge(client).await;
-    cluster.start_edge(client).await;
-    cluster
-}
 
 /// Creates the test's gateway through the first edge and waits until the last one uses it.
 async fn create_gateway(client: &reqwest::Client, edges: &[SocketAddr]) {
@@ -172,10 +48,6 @@ async fn create_gateway(client: &reqwest::Client, edges: &[SocketAddr]) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn admin_credentials() -> Credentials {
-    Credentials::bearer(Some(ADMIN_TOKEN)).unwrap()
 }
 
 /// The address of the current leader of the group holding `ACCOUNT`/`GATEWAY`.
@@ -426,29 +298,6 @@ async fn killed_and_frozen_leaders_lose_no_acknowledged_log() {
     }
 }
 
-/// `aigw admin` against the shard node at `addr`, with `args`.
-fn admin_run(addr: SocketAddr, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_aigw"))
-        .args(["admin", "--addr", &addr.to_string(), "--token", ADMIN_TOKEN])
-        .args(args)
-        .env_remove("AIGW_ADMIN_TOKEN")
-        .env_remove("AIGW_ADMIN_ADDR")
-        .output()
-        .expect("aigw admin runs")
-}
-
-/// [`admin_run`]'s stdout, asserting success.
-fn admin(addr: SocketAddr, args: &[&str]) -> String {
-    let out = admin_run(addr, args);
-    assert!(
-        out.status.success(),
-        "aigw admin {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Whether every group of the map runs on exactly its placement, each replica voting.
 fn placement_reached(status: &serde_json::Value) -> bool {
     status["groups"].as_array().unwrap().iter().all(|g| {
@@ -488,21 +337,7 @@ async fn an_added_node_takes_replicas_while_traffic_flows() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Groups elect their first leaders while the edges start; health says SERVING once all have one.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = admin_run(shard1, &["health"]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() && stdout.starts_with("SERVING") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cluster never became healthy: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_healthy(shard1).await;
     // So do the account manager's services, which can rewrite the shard map.
     let anonymous = RetryPolicy {
         deadline: Duration::from_millis(500),
