@@ -304,14 +304,16 @@ async fn run() -> Result<()> {
     // 1. Ingestion: one writer per group, like the edge's lanes.
     let cpu_before = cluster.shard_cpu_ticks()?;
     let written = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let writers: Vec<_> = gateways
         .iter()
         .map(|gateway| {
-            let (router, bodies, written, gateway) = (
+            let (router, bodies, written, accepted, gateway) = (
                 router.clone(),
                 bodies.clone(),
                 written.clone(),
+                accepted.clone(),
                 gateway.clone(),
             );
             tokio::spawn(async move {
@@ -325,11 +327,12 @@ async fn run() -> Result<()> {
                         .map(|n| entry(&bodies, &gateway, n))
                         .collect();
                     let t = Instant::now();
-                    router
+                    let reply = router
                         .ingest(tonic::Request::new(IngestRequest { entries }))
                         .await
                         .map_err(|s| anyhow!("ingest failed: {}", s.message()))?;
                     latencies.record(t.elapsed());
+                    accepted.fetch_add(u64::from(reply.into_inner().accepted), Ordering::Relaxed);
                 }
             })
         })
@@ -346,6 +349,14 @@ async fn run() -> Result<()> {
         .map(|(after, before)| (after - before) as f64 / procfs::clock_ticks_per_sec() as f64)
         .collect();
     let rate = logs as f64 / wall.as_secs_f64();
+    let accepted = accepted.load(Ordering::Relaxed);
+    // Every log must be stored: the default plan has no limits, so none may be refused.
+    // Writers send whole batches while the count is below `logs`.
+    let sent = logs.div_ceil(batch) * batch;
+    ensure!(
+        accepted == sent,
+        "only {accepted} of {sent} logs were stored (refused by a quota?)"
+    );
     println!(
         "\ningestion: {logs} logs in {:.1} s = {rate:.0} logs/s (target ≥ 10,000) — batch {batch}, p50 {} p99 {} per batch; shard CPU {:.1}/{:.1}/{:.1} s",
         wall.as_secs_f64(),
