@@ -24,6 +24,9 @@ use ulid::Ulid;
 use crate::packing::{PackError, PackIds, pack_batch};
 use crate::quota::{Due, QuotaKeeper};
 
+/// Longest wait for a new gateway's first quota before its rows are admitted without one.
+const FIRST_QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Wait before a failed usage report is tried again.
 const RETRY_REPORT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -59,6 +62,33 @@ impl ShardService {
     pub fn with_quotas(mut self, quotas: QuotaKeeper) -> Self {
         self.quotas = Some(quotas);
         self
+    }
+
+    /// Gateways this group holds no quota for (new ones, or never answered) get one from the
+    /// account manager before their first rows are admitted, waiting at most
+    /// [`FIRST_QUOTA_WAIT`]: without it they would be held to one report's worth of rows —
+    /// even on a plan without limits — until the background report came back. This is the
+    /// log path (the client has had its response), and each gateway pays it once per leader.
+    async fn fetch_first_quotas(&self, gateways: &[(String, String)]) {
+        let Some(quotas) = &self.quotas else { return };
+        let mut seen = std::collections::HashSet::new();
+        for (account, gateway) in gateways {
+            if !seen.insert((account, gateway)) {
+                continue;
+            }
+            let usage = match self.index.usage(account, gateway) {
+                Ok(usage) if usage.quota.is_none() => usage,
+                _ => continue,
+            };
+            let fetched =
+                tokio::time::timeout(FIRST_QUOTA_WAIT, quotas.report(account, gateway, usage))
+                    .await;
+            if let Ok(Ok(Some(set))) = fetched
+                && let Err(e) = self.propose(set).await
+            {
+                tracing::debug!(%account, %gateway, error = %e.message(), "storing a first quota failed");
+            }
+        }
     }
 
     /// Reports the usage of every gateway of the group each time this replica becomes its
@@ -296,6 +326,7 @@ impl Shard for ShardService {
             .iter()
             .map(|r| (r.account_id.clone(), r.gateway_id.clone()))
             .collect();
+        self.fetch_first_quotas(&gateways).await;
         let applied = self
             .propose(Kind::Insert(Insert {
                 rows: batch.rows,
@@ -455,6 +486,10 @@ impl Shard for ShardService {
                 .await?;
             deleted += applied.affected;
             self.discard_bodies(&applied).await;
+        }
+        // The account manager's count falls with the deletion, not with the next log.
+        if deleted > 0 {
+            self.report_usage(std::iter::once((account_id.as_str(), gateway_id.as_str())));
         }
         Ok(Response::new(DeleteLogsResponse { deleted }))
     }

@@ -9,6 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use aigw_cluster::{Credentials, RetryPolicy, ShardRouter, follow_shard_map};
+use aigw_proto::shard::shard_server::Shard;
+use aigw_proto::shard::{IngestEntry, IngestRequest, LogRecord};
 use common::cluster::{Cluster, admin, admin_run, start_cluster_with, wait_healthy};
 use common::{ADMIN_TOKEN, chat, mock};
 use serde_json::{Value, json};
@@ -245,6 +248,44 @@ async fn plans_hold_across_edges_and_an_account_manager_failover() {
         .await;
         assert_eq!(status, 403, "a token of one account never reads another's");
     }
+
+    // A new gateway's first batch waits for its quota rather than being held to one report's
+    // worth of rows: on the unlimited default plan, a batch of 5 reports' worth all goes in.
+    let router = ShardRouter::new(
+        follow_shard_map(
+            cluster.grpc.iter().map(ToString::to_string).collect(),
+            RetryPolicy::default(),
+            Credentials::bearer(Some(ADMIN_TOKEN)).unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let entries: Vec<IngestEntry> = (0..5 * REPORT_EVERY)
+        .map(|n| IngestEntry {
+            record: Some(LogRecord {
+                id: ulid::Ulid::from_parts(now, u128::from(n))
+                    .to_bytes()
+                    .to_vec()
+                    .into(),
+                created_at_ms: now as i64,
+                account_id: OTHER.into(),
+                gateway_id: "default".into(),
+                provider: "openai".into(),
+                ..LogRecord::default()
+            }),
+            ..IngestEntry::default()
+        })
+        .collect();
+    let reply = router
+        .ingest(tonic::Request::new(IngestRequest { entries }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(u64::from(reply.accepted), 5 * REPORT_EVERY);
 
     // Traffic through both edges at once, on both gateways; the account manager's leader is
     // killed and restarted during it.
