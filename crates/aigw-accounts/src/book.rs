@@ -253,39 +253,37 @@ impl AccountBook {
         };
         self.tree.insert(k, usage.encode_to_vec())?;
 
-        let gateway_rows: u64 = self
+        // The gateway's limit, less what its other groups hold: this group's ceiling. Below
+        // its rows when the limit was lowered, so that DELETE_OLDEST trims down to it.
+        let other_groups: u64 = self
             .usage(account, Some(gateway))?
             .iter()
+            .filter(|u| u.group != report.group)
             .map(|u| u.rows)
             .sum();
-        let gateway_left = remaining(gateway_limit(plan, settings), gateway_rows);
+        let limit = gateway_limit(plan, settings);
+        let gateway_ceiling = (limit > 0).then(|| limit.saturating_sub(other_groups));
         let of_account = self.usage(account, None)?;
         let account_rows: u64 = of_account.iter().map(|u| u.rows).sum();
-        let account_share = remaining(plan.max_logs_per_account, account_rows).map(|left| {
+        let account_ceiling = remaining(plan.max_logs_per_account, account_rows).map(|left| {
             let share = left / (of_account.len().max(1) as u64);
-            (share.max(report.report_every.max(1)).min(left), left)
+            let share = share.max(report.report_every.max(1)).min(left);
+            (report.rows.saturating_add(share), share == left)
         });
         let delete_oldest = plan.delete_oldest_allowed
             && settings.log_management_strategy() == LogManagementStrategy::DeleteOldest;
-        // The grant, and whether it reaches a limit (only then does the strategy apply).
-        let grant = match (gateway_left, account_share) {
-            (None, None) => None,
-            (Some(g), None) => Some((g, true)),
-            (None, Some((share, left))) => Some((share, share == left)),
-            (Some(g), Some((share, _))) if g <= share => Some((g, true)),
-            (Some(_), Some((share, left))) => Some((share, share == left)),
+        // The ceiling, and whether it is a limit (only then does the strategy apply).
+        let (max_rows, at_limit) = match (gateway_ceiling, account_ceiling) {
+            (None, None) => (u64::MAX, false),
+            (Some(g), None) => (g, true),
+            (None, Some(account)) => account,
+            (Some(g), Some((a, _))) if g <= a => (g, true),
+            (Some(_), Some(account)) => account,
         };
-        Ok(match grant {
-            None => Quota {
-                max_rows: u64::MAX,
-                at_limit: false,
-                delete_oldest,
-            },
-            Some((grant, at_limit)) => Quota {
-                max_rows: report.rows.saturating_add(grant),
-                at_limit,
-                delete_oldest,
-            },
+        Ok(Quota {
+            max_rows,
+            at_limit,
+            delete_oldest,
         })
     }
 
@@ -398,6 +396,17 @@ mod tests {
             (first.max_rows, first.at_limit, first.delete_oldest),
             (20_000, true, true)
         );
+
+        // A limit lowered below what the gateway holds: the ceiling is the limit, so that
+        // DELETE_OLDEST trims down to it.
+        let lowered = GatewaySettings {
+            log_management: Some(1_000),
+            ..own
+        };
+        let q = book
+            .report(&report("g3", 3, 1_500), 6, &paid, &lowered)
+            .unwrap();
+        assert_eq!((q.max_rows, q.at_limit), (1_000, true));
 
         let unlimited = book.plan(DEFAULT_PLAN).unwrap().unwrap();
         let q = book

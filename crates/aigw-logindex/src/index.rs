@@ -605,7 +605,42 @@ impl LogIndex {
         let mut value = quota.max_rows.to_be_bytes().to_vec();
         value.push(u8::from(quota.at_limit) | (u8::from(quota.delete_oldest) << 1));
         self.tree.insert(tagged(keys::QUOTA, &gw), value)?;
-        Ok(Applied::default())
+        let (account, gateway) = (&command.account_id, &command.gateway_id);
+        let mut applied = Applied::default();
+        if !(quota.at_limit && quota.delete_oldest && self.owned_by(&gw, account, gateway)?) {
+            return Ok(applied);
+        }
+        // A limit lowered below what the gateway holds: the oldest rows go now, in chunks.
+        let live = self.count(account, gateway, Field::All, &[])?;
+        let mut excess = live.saturating_sub(quota.max_rows);
+        while excess > 0 {
+            let mut changes = Changes::default();
+            let mut tracker = DeadBodyTracker::default();
+            let mut n = 0;
+            let chunk = usize::try_from(excess)
+                .unwrap_or(DELETE_CHUNK)
+                .min(DELETE_CHUNK);
+            for item in self.tree.scan_prefix(row_prefix(&gw)).take(chunk) {
+                let (key, value) = item?;
+                let row = decode_row(&key, &value, account, gateway)?;
+                changes.remove_row(&gw, id_suffix(&key).unwrap_or_default(), &row);
+                tracker.dead(&row);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            let [refused, evicted] = self.stats(&gw)?;
+            changes.batch.insert(
+                tagged(keys::STATS, &gw),
+                encode_stats([refused, evicted + n]),
+            );
+            let emptied = emptied_packs(&changes.commit(&self.tree)?);
+            tracker.report(account, gateway, |p| emptied.contains(&p), &mut applied);
+            applied.evicted += n;
+            excess = excess.saturating_sub(n);
+        }
+        Ok(applied)
     }
 
     /// Every (account, gateway) with rows here.

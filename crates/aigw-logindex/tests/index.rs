@@ -826,9 +826,28 @@ fn quotas_refuse_or_evict_the_oldest_and_count_both() {
     );
     assert_eq!(run(&index, query(vec![]), 1, 100).0, newest);
 
+    // A limit lowered below what the gateway holds trims the oldest rows at once.
+    let applied = apply(
+        &index,
+        Kind::SetQuota(SetQuota {
+            account_id: "acct".into(),
+            gateway_id: "gw".into(),
+            quota: Some(Quota {
+                max_rows: 10,
+                at_limit: true,
+                delete_oldest: true,
+            }),
+        }),
+    );
+    assert_eq!(applied.evicted, 2);
+    assert!(!applied.erased.is_empty() || !applied.deleted_packs.is_empty());
+    let mut newest: Vec<Vec<u8>> = ids(&rows(45..55));
+    newest.reverse();
+    assert_eq!(run(&index, query(vec![]), 1, 100).0, newest);
+
     // STOP_INSERTING at the limit: refused and counted; a snapshot keeps quota and counts.
-    set_quota(&index, 12, true, false);
-    assert_eq!(insert(&index, rows(35..40)), 0);
+    set_quota(&index, 10, true, false);
+    assert_eq!(insert(&index, rows(55..60)), 0);
     let (_d2, restored) = open();
     restored.restore(&index.snapshot().unwrap()).unwrap();
     assert_eq!(
@@ -836,7 +855,7 @@ fn quotas_refuse_or_evict_the_oldest_and_count_both() {
         index.usage("acct", "gw").unwrap()
     );
     assert_eq!(restored.usage("acct", "gw").unwrap().refused, 13);
-    assert_eq!(restored.usage("acct", "gw").unwrap().evicted, 38);
+    assert_eq!(restored.usage("acct", "gw").unwrap().evicted, 40);
 
     // Deleting the gateway forgets its quota.
     apply(

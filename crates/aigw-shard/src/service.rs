@@ -64,6 +64,13 @@ impl ShardService {
         self
     }
 
+    /// Stores a quota; the rows a lowered limit trims go with their bodies.
+    async fn set_quota(&self, set: Kind) -> Result<(), Status> {
+        let applied = self.propose(set).await?;
+        self.discard_bodies(&applied).await;
+        Ok(())
+    }
+
     /// Gateways this group holds no quota for (new ones, or never answered) get one from the
     /// account manager before their first rows are admitted, waiting at most
     /// [`FIRST_QUOTA_WAIT`]: without it they would be held to one report's worth of rows —
@@ -84,7 +91,7 @@ impl ShardService {
                 tokio::time::timeout(FIRST_QUOTA_WAIT, quotas.report(account, gateway, usage))
                     .await;
             if let Ok(Ok(Some(set))) = fetched
-                && let Err(e) = self.propose(set).await
+                && let Err(e) = self.set_quota(set).await
             {
                 tracing::debug!(%account, %gateway, error = %e.message(), "storing a first quota failed");
             }
@@ -155,7 +162,7 @@ impl ShardService {
             }
             tokio::spawn(async move {
                 let stored = match quotas.report(&account, &gateway, usage).await {
-                    Ok(Some(set)) => service.propose(set).await.map(drop),
+                    Ok(Some(set)) => service.set_quota(set).await,
                     Ok(None) => Ok(()),
                     Err(e) => Err(e),
                 };

@@ -22,6 +22,7 @@ const OTHER: &str = "globex";
 const REPORT_EVERY: u64 = 20;
 const STOP_LIMIT: u64 = 150;
 const EVICT_LIMIT: u64 = 100;
+const LOWERED_LIMIT: u64 = 60;
 
 /// A management API call with `token`; (status, body).
 async fn api(
@@ -372,10 +373,35 @@ async fn plans_hold_across_edges_and_an_account_manager_failover() {
     let evicted: u64 = status["shards"][0]["evicted"].as_u64().unwrap();
     assert!(evicted > 0, "{status:#}");
 
+    // Lowering the gateway's own limit trims its oldest logs as the next ones arrive.
+    let (status, body) = api(
+        &client,
+        reqwest::Method::PUT,
+        format!("{}/evict", gateways_url(edges[1], ACCOUNT)),
+        &token,
+        Some(gateway_body(
+            "evict",
+            Some(LOWERED_LIMIT),
+            Some("DELETE_OLDEST"),
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        traffic(&client, &edges, "evict", 2).await;
+        if total_logs(&client, edges[0], "evict").await == LOWERED_LIMIT {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lowered limit never applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    settled_status(&client, &cluster, edges[0], "evict").await;
+
     // The account's logs are the sum of its gateways', each counted once.
     let account: Value =
         serde_json::from_str(&admin(node, &["--json", "account", "get", ACCOUNT])).unwrap();
-    assert_eq!(account["logs"].as_u64(), Some(stored + EVICT_LIMIT));
+    assert_eq!(account["logs"].as_u64(), Some(stored + LOWERED_LIMIT));
     assert_eq!(account["gateways"], 2);
 
     // Deleting a gateway drops its logs and its usage; the plan's room comes back.
