@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aigw_blob::{BlobError, BlobStore, ByteRange, Codec};
 use aigw_logindex::command::{Applied, Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
@@ -78,11 +78,7 @@ impl ShardService {
     /// log path (the client has had its response), and each gateway pays it once per leader.
     async fn fetch_first_quotas(&self, gateways: &[(String, String)]) {
         let Some(quotas) = &self.quotas else { return };
-        let mut seen = std::collections::HashSet::new();
         for (account, gateway) in gateways {
-            if !seen.insert((account, gateway)) {
-                continue;
-            }
             let usage = match self.index.usage(account, gateway) {
                 Ok(usage) if usage.quota.is_none() => usage,
                 _ => continue,
@@ -113,9 +109,7 @@ impl ShardService {
             if now_leading && !leading && self.read_barrier().await.is_ok() {
                 let index = self.index.clone();
                 match tokio::task::spawn_blocking(move || index.gateways()).await {
-                    Ok(Ok(gateways)) => {
-                        self.report_usage(gateways.iter().map(|(a, g)| (a.as_str(), g.as_str())))
-                    }
+                    Ok(Ok(gateways)) => self.report_usage(&gateways),
                     Ok(Err(e)) => tracing::warn!(error = %e, "listing the group's gateways failed"),
                     Err(e) => tracing::warn!(error = %e, "listing the group's gateways failed"),
                 }
@@ -127,15 +121,11 @@ impl ShardService {
         }
     }
 
-    /// Reports the usage of the gateways in a committed batch that call for it, in the
+    /// Reports the usage of those of `gateways` (distinct) that call for it, in the
     /// background, and stores the quotas granted.
-    fn report_usage<'a>(&self, gateways: impl Iterator<Item = (&'a str, &'a str)>) {
+    fn report_usage(&self, gateways: &[(String, String)]) {
         let Some(quotas) = &self.quotas else { return };
-        let mut seen = std::collections::HashSet::new();
         for (account, gateway) in gateways {
-            if !seen.insert((account, gateway)) {
-                continue;
-            }
             let usage = match self.index.usage(account, gateway) {
                 Ok(usage) => usage,
                 Err(e) => {
@@ -151,10 +141,7 @@ impl ShardService {
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
                         quotas.unschedule(&account, &gateway);
-                        if service.group.is_leader() {
-                            service
-                                .report_usage([(account.as_str(), gateway.as_str())].into_iter());
-                        }
+                        service.report_again(account, gateway);
                     });
                     continue;
                 }
@@ -170,11 +157,16 @@ impl ShardService {
                     tracing::warn!(%account, %gateway, error = %e.message(), "usage report failed; the stored quota applies");
                     // Tried again (while this replica leads) even if no more logs arrive.
                     tokio::time::sleep(RETRY_REPORT).await;
-                    if service.group.is_leader() {
-                        service.report_usage([(account.as_str(), gateway.as_str())].into_iter());
-                    }
+                    service.report_again(account, gateway);
                 }
             });
+        }
+    }
+
+    /// Looks at one gateway's usage again (after a wait), if this replica still leads.
+    fn report_again(&self, account: String, gateway: String) {
+        if self.group.is_leader() {
+            self.report_usage(&[(account, gateway)]);
         }
     }
 
@@ -328,11 +320,21 @@ impl Shard for ShardService {
             .put_many(batch.packs)
             .await
             .map_err(blob_status)?;
-        let gateways: Vec<(String, String)> = batch
-            .rows
-            .iter()
-            .map(|r| (r.account_id.clone(), r.gateway_id.clone()))
-            .collect();
+        // Each gateway of the batch once (a batch is mostly one gateway's rows).
+        let gateways: Vec<(String, String)> = match self.quotas {
+            Some(_) => {
+                let distinct: BTreeSet<(&str, &str)> = batch
+                    .rows
+                    .iter()
+                    .map(|r| (r.account_id.as_str(), r.gateway_id.as_str()))
+                    .collect();
+                distinct
+                    .into_iter()
+                    .map(|(a, g)| (a.to_owned(), g.to_owned()))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         self.fetch_first_quotas(&gateways).await;
         let applied = self
             .propose(Kind::Insert(Insert {
@@ -340,7 +342,7 @@ impl Shard for ShardService {
                 default_max_rows: self.quotas.as_ref().map_or(0, QuotaKeeper::initial_rows),
             }))
             .await?;
-        self.report_usage(gateways.iter().map(|(a, g)| (a.as_str(), g.as_str())));
+        self.report_usage(&gateways);
         // Logs of a gateway deleted while they were in flight, or refused by its quota, leave
         // their bodies behind; so do the logs evicted to make room.
         self.discard_bodies(&applied).await;
@@ -496,7 +498,7 @@ impl Shard for ShardService {
         }
         // The account manager's count falls with the deletion, not with the next log.
         if deleted > 0 {
-            self.report_usage(std::iter::once((account_id.as_str(), gateway_id.as_str())));
+            self.report_usage(&[(account_id, gateway_id)]);
         }
         Ok(Response::new(DeleteLogsResponse { deleted }))
     }
