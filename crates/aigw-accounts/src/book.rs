@@ -19,7 +19,7 @@ use prost::Message;
 use sled::Tree;
 
 use crate::GatewayMirror;
-use crate::registry::RegistryError;
+use crate::registry::{RegistryError, decode, put_framed, take_framed};
 
 /// The plan of accounts nobody created: no limits, as a self-hosted gateway should start.
 /// Operators redefine it with `aigw admin plan set default …`.
@@ -76,10 +76,6 @@ fn usage_prefix(account: &str, gateway: Option<&str>) -> Vec<u8> {
         k.push(0);
     }
     k
-}
-
-fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, RegistryError> {
-    M::decode(bytes).map_err(|e| RegistryError::Corrupt(e.to_string()))
 }
 
 /// `a - b` floored at 0, where `a == 0` means unlimited (`None`).
@@ -292,10 +288,8 @@ impl AccountBook {
         let mut out = Vec::new();
         for item in self.tree.iter() {
             let (k, v) = item?;
-            for part in [&k[..], &v[..]] {
-                prost::encoding::encode_varint(part.len() as u64, &mut out);
-                out.extend_from_slice(part);
-            }
+            put_framed(&mut out, &k);
+            put_framed(&mut out, &v);
         }
         Ok(out)
     }
@@ -304,20 +298,9 @@ impl AccountBook {
     pub fn restore(&self, snapshot: &[u8]) -> Result<(), RegistryError> {
         self.tree.clear()?;
         let mut buf = snapshot;
-        let take = |buf: &mut &[u8]| -> Result<Vec<u8>, RegistryError> {
-            let len = prost::encoding::decode_varint(buf)
-                .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|l| *l <= buf.len())
-                .ok_or_else(|| RegistryError::Corrupt("truncated snapshot".into()))?;
-            let (part, rest) = buf.split_at(len);
-            *buf = rest;
-            Ok(part.to_vec())
-        };
         while !buf.is_empty() {
-            let k = take(&mut buf)?;
-            let v = take(&mut buf)?;
+            let k = take_framed(&mut buf)?;
+            let v = take_framed(&mut buf)?;
             self.tree.insert(k, v)?;
         }
         self.reload()

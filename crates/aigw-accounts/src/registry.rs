@@ -35,8 +35,28 @@ fn key(account: &str, id: &str) -> Vec<u8> {
     k
 }
 
-fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, RegistryError> {
+/// Decodes stored or replicated bytes.
+pub(crate) fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, RegistryError> {
     M::decode(bytes).map_err(|e| RegistryError::Corrupt(e.to_string()))
+}
+
+/// Appends `part` to a snapshot, its length first (a varint).
+pub(crate) fn put_framed(out: &mut Vec<u8>, part: &[u8]) {
+    prost::encoding::encode_varint(part.len() as u64, out);
+    out.extend_from_slice(part);
+}
+
+/// Takes the next part [`put_framed`] wrote from the front of `buf`.
+pub(crate) fn take_framed<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], RegistryError> {
+    let len =
+        prost::encoding::decode_varint(buf).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|len| *len <= buf.len())
+        .ok_or_else(|| RegistryError::Corrupt("truncated snapshot".into()))?;
+    let (part, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(part)
 }
 
 impl GatewayRegistry {
@@ -122,9 +142,7 @@ impl GatewayRegistry {
     pub fn snapshot(&self) -> Result<Vec<u8>, RegistryError> {
         let mut out = Vec::new();
         for item in self.tree.iter() {
-            let (_, value) = item?;
-            prost::encoding::encode_varint(value.len() as u64, &mut out);
-            out.extend_from_slice(&value);
+            put_framed(&mut out, &item?.1);
         }
         Ok(out)
     }
@@ -134,15 +152,7 @@ impl GatewayRegistry {
         self.tree.clear()?;
         let mut buf = snapshot;
         while !buf.is_empty() {
-            let len = prost::encoding::decode_varint(&mut buf)
-                .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-            let len = usize::try_from(len)
-                .map_err(|_| RegistryError::Corrupt("length overflow".into()))?;
-            if buf.len() < len {
-                return Err(RegistryError::Corrupt("truncated snapshot".into()));
-            }
-            let (value, rest) = buf.split_at(len);
-            buf = rest;
+            let value = take_framed(&mut buf)?;
             let g: Gateway = decode(value)?;
             self.tree.insert(key(&g.account_id, &g.id), value)?;
         }
