@@ -92,12 +92,13 @@ impl AccountsApp {
                 return Ok(refused);
             }
         }
+        let deleting = matches!(command.kind, Some(Kind::Delete(_)));
         let applied = self.registry.apply(command)?;
-        if applied.status == Status::Ok as i32
+        if deleting
+            && applied.status == Status::Ok as i32
             && let Some(g) = &applied.gateway
-            && self.registry.get(&g.account_id, &g.id).is_none()
         {
-            // Deleted: its usage no longer counts against the account.
+            // A deleted gateway's usage no longer counts against the account.
             self.book.drop_usage(&g.account_id, &g.id)?;
         }
         Ok(applied)
