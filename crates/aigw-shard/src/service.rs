@@ -78,14 +78,15 @@ impl ShardService {
     /// log path (the client has had its response), and each gateway pays it once per leader.
     async fn fetch_first_quotas(&self, gateways: &[(String, String)]) {
         let Some(quotas) = &self.quotas else { return };
+        // One wait for the whole batch, however many new gateways it has.
+        let deadline = tokio::time::Instant::now() + FIRST_QUOTA_WAIT;
         for (account, gateway) in gateways {
             let usage = match self.index.usage(account, gateway) {
                 Ok(usage) if usage.quota.is_none() => usage,
                 _ => continue,
             };
             let fetched =
-                tokio::time::timeout(FIRST_QUOTA_WAIT, quotas.report(account, gateway, usage))
-                    .await;
+                tokio::time::timeout_at(deadline, quotas.report(account, gateway, usage)).await;
             if let Ok(Ok(Some(set))) = fetched
                 && let Err(e) = self.set_quota(set).await
             {
