@@ -17,7 +17,7 @@ struct StalledSink {
 }
 
 impl LogSink for StalledSink {
-    fn write_batch<'a>(&'a self, batch: &'a [LogEntry]) -> SinkFuture<'a> {
+    fn write_batch<'a>(&'a self, lane: u64, batch: &'a [LogEntry]) -> SinkFuture<'a> {
         Box::pin(async move {
             let permit = self
                 .gate
@@ -25,7 +25,7 @@ impl LogSink for StalledSink {
                 .await
                 .map_err(|e| SinkError(e.to_string()))?;
             permit.forget();
-            self.inner.write_batch(batch).await
+            self.inner.write_batch(lane, batch).await
         })
     }
 }
@@ -37,7 +37,7 @@ struct FlakySink {
 }
 
 impl LogSink for FlakySink {
-    fn write_batch<'a>(&'a self, batch: &'a [LogEntry]) -> SinkFuture<'a> {
+    fn write_batch<'a>(&'a self, lane: u64, batch: &'a [LogEntry]) -> SinkFuture<'a> {
         if self
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -47,7 +47,7 @@ impl LogSink for FlakySink {
                 "store unavailable".into(),
             ))));
         }
-        self.inner.write_batch(batch)
+        self.inner.write_batch(lane, batch)
     }
 }
 
@@ -58,17 +58,17 @@ struct PartlyDownSink {
 }
 
 impl LogSink for PartlyDownSink {
-    fn write_batch<'a>(&'a self, batch: &'a [LogEntry]) -> SinkFuture<'a> {
+    fn write_batch<'a>(&'a self, lane: u64, batch: &'a [LogEntry]) -> SinkFuture<'a> {
         let down = batch.iter().any(|e| e.record.account_id == "acct2");
         if down && !self.healed.load(Ordering::SeqCst) {
             return Box::pin(std::future::ready(Err(SinkError(
                 "the acct2 part is unavailable".into(),
             ))));
         }
-        self.inner.write_batch(batch)
+        self.inner.write_batch(lane, batch)
     }
 
-    fn lane(&self, account: &str, _gateway: &str) -> u64 {
+    fn lane(&self, account: &str, _gateway: &str, _created_at_ms: i64) -> u64 {
         u64::from(account == "acct2")
     }
 }

@@ -6,12 +6,16 @@
 //! 2. **Query**: the 50 newest logs of a gateway through the edge's management API, p50/p99.
 //! 3. **Failover**: the leader of a group is killed (SIGKILL) under writes; time until a write
 //!    to that group succeeds again.
-//! 4. **Idle groups**: a fresh 3-node cluster with `CLUSTERBENCH_IDLE_GROUPS` groups (default
+//! 4. **Splits**: a fresh cluster with `shard_split_rows` at `CLUSTERBENCH_SPLIT_ROWS`; one
+//!    gateway is written to until it has 10 sub-shards: the ingestion rate before, during and
+//!    after its splits and the longest time without a completed batch; then the 50 newest logs
+//!    of that gateway (10 sub-shards) versus a gateway with one, p50/p99, through the edge.
+//! 5. **Idle groups**: a fresh 3-node cluster with `CLUSTERBENCH_IDLE_GROUPS` groups (default
 //!    1,000, each with a replica on every node), idle: CPU per node.
 //!
 //! Settings (environment): `CLUSTERBENCH_LOGS` (200,000), `CLUSTERBENCH_GROUPS` (8),
-//! `CLUSTERBENCH_BATCH` (256), `CLUSTERBENCH_IDLE_GROUPS` (1,000; 0 skips the phase),
-//! `AIGW_BIN` (`target/release/aigw`).
+//! `CLUSTERBENCH_BATCH` (256), `CLUSTERBENCH_SPLIT_ROWS` (20,000; 0 skips the phase),
+//! `CLUSTERBENCH_IDLE_GROUPS` (1,000; 0 skips the phase), `AIGW_BIN` (`target/release/aigw`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -74,6 +78,8 @@ struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     groups: u32,
+    /// Extra `AIGW_*` settings of every process.
+    env: Vec<(String, String)>,
     grpc: Vec<SocketAddr>,
     shards: Vec<Option<Proc>>,
     edge: Option<(SocketAddr, Proc)>,
@@ -104,6 +110,7 @@ impl Cluster {
             .env("AIGW_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("AIGW_BLOB__PATH", self.dir.join("blobs"))
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);
         Ok(cmd)
@@ -122,11 +129,15 @@ impl Cluster {
         Ok(())
     }
 
-    fn start(bin: &Path, dir: &Path, groups: u32) -> Result<Self> {
+    fn start(bin: &Path, dir: &Path, groups: u32, env: &[(&str, String)]) -> Result<Self> {
         let mut cluster = Cluster {
             bin: bin.to_owned(),
             dir: dir.to_owned(),
             groups,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
             grpc: (0..3).map(|_| free_addr()).collect::<Result<_>>()?,
             shards: vec![None, None, None],
             edge: None,
@@ -261,6 +272,7 @@ async fn run() -> Result<()> {
     let groups: u32 = env_or("CLUSTERBENCH_GROUPS", 8)?;
     let batch: u64 = env_or("CLUSTERBENCH_BATCH", 256)?;
     let idle_groups: u32 = env_or("CLUSTERBENCH_IDLE_GROUPS", 1000)?;
+    let split_rows: u64 = env_or("CLUSTERBENCH_SPLIT_ROWS", 20_000)?;
     let dir = tempfile::tempdir()?;
     let client = reqwest::Client::new();
     println!(
@@ -269,7 +281,7 @@ async fn run() -> Result<()> {
         procfs::load_average()
     );
 
-    let mut cluster = Cluster::start(&bin, dir.path(), groups)?;
+    let mut cluster = Cluster::start(&bin, dir.path(), groups, &[])?;
     let edge = cluster.start_edge(&client).await?;
     let map = follow_shard_map(
         cluster.seeds(),
@@ -281,23 +293,7 @@ async fn run() -> Result<()> {
     let router = Arc::new(ShardRouter::new(map));
     let gateways = gateway_per_group(&router, groups);
     for gateway in &gateways {
-        let resp = client
-            .post(format!(
-                "http://{edge}/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways"
-            ))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(
-                &serde_json::json!({"id": gateway, "collect_logs": true, "cache_ttl": 0,
-                "cache_invalidate_on_update": false, "rate_limiting_interval": 0,
-                "rate_limiting_limit": 0}),
-            )
-            .send()
-            .await?;
-        ensure!(
-            resp.status() == 200,
-            "cannot create gateway {gateway}: {}",
-            resp.status()
-        );
+        create_gateway(&client, edge, gateway).await?;
     }
     let bodies = Arc::new(Bodies::new());
 
@@ -368,21 +364,7 @@ async fn run() -> Result<()> {
     );
 
     // 2. Query through the edge.
-    let mut query = Latencies::with_capacity(500);
-    for i in 0..500 {
-        let gateway = &gateways[i % gateways.len()];
-        let t = Instant::now();
-        let resp = client
-            .get(format!(
-                "http://{edge}/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways/{gateway}/logs?per_page=50"
-            ))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await?;
-        ensure!(resp.status() == 200, "list failed: {}", resp.status());
-        resp.bytes().await?;
-        query.record(t.elapsed());
-    }
+    let mut query = newest_50(&client, edge, &gateways, 500).await?;
     println!(
         "query (50 newest of a gateway, through the edge): p50 {} p99 {} (target p99 ≤ 20 ms)",
         fmt_ms(query.quantile(0.5).unwrap_or_default()),
@@ -427,10 +409,15 @@ async fn run() -> Result<()> {
     }
     drop(cluster);
 
-    // 4. Idle groups.
+    // 4. Splits.
+    if split_rows > 0 {
+        splits(&bin, &client, split_rows, batch).await?;
+    }
+
+    // 5. Idle groups.
     if idle_groups > 0 {
         let idle_dir = tempfile::tempdir()?;
-        let cluster = Cluster::start(&bin, idle_dir.path(), idle_groups)?;
+        let cluster = Cluster::start(&bin, idle_dir.path(), idle_groups, &[])?;
         let deadline = Instant::now() + Duration::from_secs(600);
         let started = Instant::now();
         loop {
@@ -490,5 +477,219 @@ async fn run() -> Result<()> {
             per_node.join(" / ")
         );
     }
+    Ok(())
+}
+
+async fn create_gateway(client: &reqwest::Client, edge: SocketAddr, gateway: &str) -> Result<()> {
+    let resp = client
+        .post(format!(
+            "http://{edge}/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &serde_json::json!({"id": gateway, "collect_logs": true, "cache_ttl": 0,
+            "cache_invalidate_on_update": false, "rate_limiting_interval": 0,
+            "rate_limiting_limit": 0}),
+        )
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == 200,
+        "cannot create gateway {gateway}: {}",
+        resp.status()
+    );
+    Ok(())
+}
+
+/// `queries` listings of the 50 newest logs of `gateways` (in turn) through the edge.
+async fn newest_50(
+    client: &reqwest::Client,
+    edge: SocketAddr,
+    gateways: &[String],
+    queries: usize,
+) -> Result<Latencies> {
+    let mut latencies = Latencies::with_capacity(queries);
+    for i in 0..queries {
+        let gateway = &gateways[i % gateways.len()];
+        let t = Instant::now();
+        let resp = client
+            .get(format!(
+                "http://{edge}/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways/{gateway}/logs?per_page=50"
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        ensure!(resp.status() == 200, "list failed: {}", resp.status());
+        resp.bytes().await?;
+        latencies.record(t.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// Phase 4: one gateway written to until it has 10 sub-shards.
+async fn splits(bin: &Path, client: &reqwest::Client, split_rows: u64, batch: u64) -> Result<()> {
+    const SUB_SHARDS: usize = 10;
+    let dir = tempfile::tempdir()?;
+    let mut cluster = Cluster::start(
+        bin,
+        dir.path(),
+        2,
+        &[
+            ("AIGW_SHARD_SPLIT_ROWS", split_rows.to_string()),
+            (
+                "AIGW_USAGE_REPORT_ROWS",
+                (split_rows / 20).max(2).to_string(),
+            ),
+        ],
+    )?;
+    let edge = cluster.start_edge(client).await?;
+    let mut map = follow_shard_map(
+        cluster.seeds(),
+        RetryPolicy::default(),
+        Credentials::bearer(Some(ADMIN_TOKEN)).map_err(|s| anyhow!("{}", s.message()))?,
+    )
+    .await
+    .map_err(|s| anyhow!("{}", s.message()))?;
+    let router = Arc::new(ShardRouter::new(map.clone()));
+    let (split, whole) = ("split-gw".to_owned(), "whole-gw".to_owned());
+    create_gateway(client, edge, &split).await?;
+    create_gateway(client, edge, &whole).await?;
+    let bodies = Arc::new(Bodies::new());
+
+    // Two writers, so a batch is always in flight while another is answered (an edge's lane
+    // keeps one batch in flight per group; two lanes at a split's boundary).
+    let started = Instant::now();
+    let finished = Arc::new(std::sync::Mutex::new(Vec::<(Duration, u64)>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (router, bodies, finished, stop, next, gateway) = (
+                router.clone(),
+                bodies.clone(),
+                finished.clone(),
+                stop.clone(),
+                next.clone(),
+                split.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let first = next.fetch_add(batch, Ordering::Relaxed);
+                    let entries = (first..first + batch)
+                        .map(|n| entry(&bodies, &gateway, n))
+                        .collect();
+                    router
+                        .ingest(tonic::Request::new(IngestRequest { entries }))
+                        .await
+                        .map_err(|s| anyhow!("ingest failed: {}", s.message()))?;
+                    finished
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((started.elapsed(), batch));
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    // The moment each split took effect: its sub-shard's `from_ms`, on this clock.
+    let mut switches = Vec::new();
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let subs = map.borrow_and_update().sub_shards(ACCOUNT, &split);
+        if subs.len() > switches.len() + 1 {
+            for sub in &subs[switches.len() + 1..] {
+                let ahead = sub.from_ms - unix_ms();
+                switches.push(started.elapsed() + Duration::from_millis(ahead.max(0) as u64));
+            }
+        }
+        if subs.len() >= SUB_SHARDS {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "only {} sub-shards after 10 minutes",
+            subs.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), map.changed()).await;
+    }
+    // Five seconds of "after".
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await??;
+    }
+    let total = started.elapsed();
+    let finished = std::mem::take(
+        &mut *finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let rate = |from: Duration, to: Duration| {
+        let rows: u64 = finished
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, n)| n)
+            .sum();
+        rows as f64 / (to - from).as_secs_f64().max(1e-3)
+    };
+    let window = Duration::from_secs(1);
+    let first = switches.first().copied().unwrap_or(total);
+    let last = switches.last().copied().unwrap_or(total);
+    let during: Vec<f64> = switches
+        .iter()
+        .map(|s| rate(s.saturating_sub(window), *s + window))
+        .collect();
+    let mut stall = Duration::ZERO;
+    let mut times: Vec<Duration> = finished.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    for pair in times.windows(2) {
+        stall = stall.max(pair[1] - pair[0]);
+    }
+    println!(
+        "\nsplits: shard_split_rows {split_rows}; {} logs into one gateway in {:.1} s, {} sub-shards",
+        next.load(Ordering::Relaxed),
+        total.as_secs_f64(),
+        switches.len() + 1,
+    );
+    println!(
+        "splits: ingestion before the first split {:.0} logs/s; within 1 s of each split {} logs/s; after the last {:.0} logs/s; longest gap between batches {} (target ≤ 1 s)",
+        rate(Duration::ZERO, first),
+        during
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join("/"),
+        rate(last + window, total),
+        fmt_ms(stall),
+    );
+
+    // The newest 50 of the split gateway versus one that was never split.
+    let entries: Vec<IngestEntry> = (0..split_rows / 2)
+        .map(|n| entry(&bodies, &whole, n))
+        .collect();
+    for part in entries.chunks(batch as usize) {
+        router
+            .ingest(tonic::Request::new(IngestRequest {
+                entries: part.to_vec(),
+            }))
+            .await
+            .map_err(|s| anyhow!("ingest failed: {}", s.message()))?;
+    }
+    let mut ten = newest_50(client, edge, std::slice::from_ref(&split), 500).await?;
+    let mut one = newest_50(client, edge, std::slice::from_ref(&whole), 500).await?;
+    println!(
+        "splits: 50 newest through the edge, {} sub-shards p50 {} p99 {}; one sub-shard p50 {} p99 {}",
+        switches.len() + 1,
+        fmt_ms(ten.quantile(0.5).unwrap_or_default()),
+        fmt_ms(ten.quantile(0.99).unwrap_or_default()),
+        fmt_ms(one.quantile(0.5).unwrap_or_default()),
+        fmt_ms(one.quantile(0.99).unwrap_or_default()),
+    );
+    drop(cluster);
     Ok(())
 }

@@ -851,6 +851,7 @@ fn list_request(filters: Vec<Filter>) -> ListLogsRequest {
         }),
         page: 1,
         per_page: PER_PAGE as u32,
+        after_id: None,
     }
 }
 

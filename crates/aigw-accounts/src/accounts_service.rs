@@ -1,28 +1,41 @@
 //! `aigw.admin.v1.Accounts` on the account-manager group: plans, accounts, tokens, usage.
 
+use aigw_placement::{DEFAULT_VNODES_PER_NODE, ShardMap};
 use aigw_proto::admin::accounts_server::Accounts;
 use aigw_proto::admin::{
     Account, AccountInfo, AccountRef, CreateAccountRequest, CreateTokenRequest, CreatedToken,
     GatewayRef, GatewayUsageResponse, ListPlansRequest, ListPlansResponse, ListTokensResponse,
-    Plan, Quota, SetAccountPlanRequest, TokenInfo, TokenRef, TokenVerifier, UsageReport,
+    Plan, Quota, SetAccountPlanRequest, SubShardInfo, TokenInfo, TokenRef, TokenVerifier,
+    UsageReport,
 };
 use aigw_raft::GroupHandle;
 use aigw_types::unix_now_ms;
 use tonic::{Request, Response, Status};
 
 use crate::command::{
-    Applied, CreateAccount, PutPlan, PutToken, ReportUsage, RevokeToken, SetAccountPlan,
-    Status as Outcome, kind::Kind,
+    Applied, CreateAccount, PutPlan, PutShardMap, PutToken, ReportUsage, RevokeToken,
+    SetAccountPlan, Status as Outcome, kind::Kind,
 };
 use crate::registry::RegistryError;
 use crate::service::{propose, read_status, validate_id};
-use crate::{AccountBook, DEFAULT_GATEWAY, GatewayRegistry, default_settings, gateway_limit};
+use crate::{
+    AccountBook, DEFAULT_GATEWAY, GatewayRegistry, ShardMapStore, default_settings, gateway_limit,
+};
+
+/// How far ahead of the split decision a new sub-shard starts taking logs: time for the
+/// edges to see the new map and for the new group to elect its leader, so that logs do not
+/// wait for it.
+const SPLIT_LEAD_MS: i64 = 1_000;
+/// How long a sub-shard is active, at least, before it can be split in turn: a bound on how
+/// fast a gateway creates groups, whatever its ingestion rate.
+const SPLIT_COOLDOWN_MS: i64 = 2_000;
 
 /// Serves the account book from the account-manager group.
 #[derive(Clone)]
 pub struct AccountsService {
     book: AccountBook,
     registry: GatewayRegistry,
+    shard_maps: ShardMapStore,
     group: GroupHandle,
 }
 
@@ -49,13 +62,75 @@ fn token_info(v: &TokenVerifier) -> TokenInfo {
 }
 
 impl AccountsService {
-    /// Serve `book` (and count `registry`'s gateways), replicating writes through `group`.
-    pub fn new(book: AccountBook, registry: GatewayRegistry, group: GroupHandle) -> Self {
+    /// Serve `book` (and count `registry`'s gateways, split gateways in `shard_maps`),
+    /// replicating writes through `group`.
+    pub fn new(
+        book: AccountBook,
+        registry: GatewayRegistry,
+        shard_maps: ShardMapStore,
+        group: GroupHandle,
+    ) -> Self {
         Self {
             book,
             registry,
+            shard_maps,
             group,
         }
+    }
+
+    /// Splits the reported gateway when the report is from its active sub-shard, that holds
+    /// `split_rows` rows, has been active for [`SPLIT_COOLDOWN_MS`] and is not the last the
+    /// cap allows: a new shard map with a new group for the gateway's logs from
+    /// [`SPLIT_LEAD_MS`] on, put by compare-and-set (a concurrent change wins, and the next
+    /// report tries again).
+    async fn split_if_due(&self, report: &UsageReport, now_ms: i64) -> Result<(), Status> {
+        let (account, gateway) = (&report.account_id, &report.gateway_id);
+        if report.split_rows == 0 || report.rows < report.split_rows {
+            return Ok(());
+        }
+        let Some(map) = self.shard_maps.current() else {
+            return Ok(());
+        };
+        let subs = map.sub_shards(account, gateway);
+        let Some(active) = subs.last() else {
+            return Ok(());
+        };
+        if active.group != report.group
+            || subs.len() >= report.max_sub_shards as usize
+            || active.from_ms > now_ms - SPLIT_COOLDOWN_MS
+        {
+            return Ok(());
+        }
+        let replication = map.replicas(active.group).map_or(1, <[u64]>::len);
+        let split: ShardMap = map
+            .split(
+                account,
+                gateway,
+                now_ms + SPLIT_LEAD_MS,
+                replication,
+                DEFAULT_VNODES_PER_NODE,
+            )
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let applied = propose(
+            &self.group,
+            Kind::PutShardMap(PutShardMap {
+                expected_version: map.version(),
+                map: split.to_bytes(),
+            }),
+        )
+        .await?;
+        if outcome(&applied) == Outcome::Ok {
+            tracing::info!(
+                account,
+                gateway,
+                rows = report.rows,
+                sub_shards = subs.len() + 1,
+                group = split.groups().len(),
+                map_version = split.version(),
+                "gateway split: a new sub-shard takes its newer logs"
+            );
+        }
+        Ok(())
     }
 
     async fn read_barrier(&self) -> Result<(), Status> {
@@ -227,14 +302,19 @@ impl Accounts for AccountsService {
     #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().gateway_id, group = request.get_ref().group))]
     async fn report_usage(&self, request: Request<UsageReport>) -> Result<Response<Quota>, Status> {
         let report = request.into_inner();
+        let now_ms = unix_now_ms();
         let applied = propose(
             &self.group,
             Kind::ReportUsage(ReportUsage {
-                report: Some(report),
-                reported_at_ms: unix_now_ms(),
+                report: Some(report.clone()),
+                reported_at_ms: now_ms,
             }),
         )
         .await?;
+        if let Err(e) = self.split_if_due(&report, now_ms).await {
+            // The quota stands; the next report tries the split again.
+            tracing::warn!(error = %e.message(), "could not split the gateway");
+        }
         applied
             .quota
             .map(Response::new)
@@ -261,15 +341,36 @@ impl Accounts for AccountsService {
             .plan_of(&r.account_id)
             .map_err(storage)?
             .map_err(|name| unknown_plan(&name))?;
+        let groups = self
+            .book
+            .usage(&r.account_id, Some(&r.id))
+            .map_err(storage)?;
+        let sub_shards = self
+            .shard_maps
+            .current()
+            .map(|map| {
+                map.sub_shards(&r.account_id, &r.id)
+                    .into_iter()
+                    .map(|sub| SubShardInfo {
+                        group: sub.group,
+                        from_ms: sub.from_ms,
+                        replicas: map.replicas(sub.group).unwrap_or_default().to_vec(),
+                        rows: groups
+                            .iter()
+                            .filter(|u| u.group == sub.group)
+                            .map(|u| u.rows)
+                            .sum(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Response::new(GatewayUsageResponse {
             limit: gateway_limit(&plan, &settings),
             account_limit: plan.max_logs_per_account,
             account_logs: self.book.account_logs(&r.account_id).map_err(storage)?,
             strategy: settings.log_management_strategy,
-            groups: self
-                .book
-                .usage(&r.account_id, Some(&r.id))
-                .map_err(storage)?,
+            groups,
+            sub_shards,
             plan: plan.name,
         }))
     }

@@ -16,7 +16,7 @@ pub struct Message {
 
 /// Pagination facts of a list response (`result_info`), as the SDK's `V4PagePagination*` reads
 /// them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResultInfo {
     /// The 1-based page that was asked for.
     pub page: u32,
@@ -26,6 +26,10 @@ pub struct ResultInfo {
     pub count: u64,
     /// Items matching the query on all pages.
     pub total_count: u64,
+    /// Where the next page starts, for listings that page by cursor (aigw's extension: the
+    /// id of this page's last log, while the page is full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// `{"success", "errors", "messages", "result", "result_info"?}`.
@@ -69,11 +73,23 @@ pub(crate) fn page<T: Serialize>(
     per_page: u32,
     total_count: u64,
 ) -> Response {
+    page_with_cursor(items, page, per_page, total_count, None)
+}
+
+/// [`page`] with the cursor of the next page.
+pub(crate) fn page_with_cursor<T: Serialize>(
+    items: Vec<T>,
+    page: u32,
+    per_page: u32,
+    total_count: u64,
+    cursor: Option<String>,
+) -> Response {
     let info = ResultInfo {
         page,
         per_page,
         count: items.len() as u64,
         total_count,
+        cursor,
     };
     envelope(StatusCode::OK, Some(items), Some(info), &[])
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aigw_proto::admin::GatewayRef;
 use aigw_proto::metadata_to_proto;
 use aigw_proto::shard::{
-    BodyKind, DeleteLogsRequest, GetBodyRequest, GetLogRequest, ListLogsRequest, LogQuery,
+    BodyKind, DeleteLogsRequest, GetBodyRequest, GetLogRequest, ListLogsRequest, LogQuery, OrderBy,
     UpdateLogRequest,
 };
 use aigw_types::{LogRecord, Metadata, MetadataValue, RequestOutcome};
@@ -20,7 +20,7 @@ use tonic::Request;
 use ulid::Ulid;
 
 use crate::ApiState;
-use crate::envelope::{ok, page};
+use crate::envelope::{ok, page_with_cursor};
 use crate::error::ApiError;
 use crate::filters;
 use crate::params::{Params, Target, json_body};
@@ -171,7 +171,10 @@ fn log_query(
     })
 }
 
-/// `GET /logs`: every `LogListParams` parameter; unknown parameters are ignored.
+/// `GET /logs`: every `LogListParams` parameter; unknown parameters are ignored. aigw adds
+/// `cursor` (a log id; ordering by `created_at` only): the logs after it, `page` counting from
+/// there; a full page ordered by `created_at` carries `result_info.cursor` for the next — a
+/// scan that new logs and sub-shard splits neither shift nor repeat.
 pub(crate) async fn list(
     State(api): State<ApiState>,
     target: Target,
@@ -184,10 +187,26 @@ pub(crate) async fn list(
     let search = params.one::<String>("search")?.filter(|s| !s.is_empty());
     // Cloudflare's `meta_info` adds aggregate facts to the answer; aigw checks and ignores it.
     params.one::<bool>("meta_info")?;
+    let cursor = params
+        .one::<String>("cursor")?
+        .map(|c| {
+            Ulid::from_string(&c)
+                .map_err(|_| ApiError::param("cursor", "must be a log id (a ULID)"))
+        })
+        .transpose()?;
+    let query = log_query(&target, filters, search, &params)?;
+    let request_order = query.order_by;
+    if cursor.is_some() && request_order != OrderBy::CreatedAt as i32 {
+        return Err(ApiError::param(
+            "cursor",
+            "pages by cursor only when ordered by created_at",
+        ));
+    }
     let request = ListLogsRequest {
-        query: Some(log_query(&target, filters, search, &params)?),
+        query: Some(query),
         page: page_no,
         per_page,
+        after_id: cursor.map(id_bytes),
     };
     ensure_gateway(&api, &target).await?;
     let response = api
@@ -200,7 +219,17 @@ pub(crate) async fn list(
         .into_iter()
         .map(|l| LogView::new(l, None))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(page(items, page_no, per_page, response.total_count))
+    let by_creation = request_order == OrderBy::CreatedAt as i32;
+    let next = (by_creation && items.len() == per_page as usize)
+        .then(|| items.last().map(|l| l.id.clone()))
+        .flatten();
+    Ok(page_with_cursor(
+        items,
+        page_no,
+        per_page,
+        response.total_count,
+        next,
+    ))
 }
 
 /// `DELETE /logs?filters&limit&order_by&order_by_direction`. Unknown parameters are refused

@@ -447,7 +447,36 @@ async fn list_defaults() {
             query: Some(query("gw", vec![], None, OrderBy::CreatedAt, false)),
             page: 1,
             per_page: 20,
+            after_id: None,
         }]
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_becomes_the_shard_querys_after_id() {
+    let h = with_logs(0).await;
+    let cursor = "01HWT0D9EG0000000000000002";
+    let (s, b) = h
+        .admin(
+            Method::GET,
+            &path(&format!("/gateways/gw/logs?cursor={cursor}&per_page=50")),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let id = ulid::Ulid::from_string(cursor).unwrap();
+    assert_eq!(
+        h.shard.calls().list,
+        vec![ListLogsRequest {
+            query: Some(query("gw", vec![], None, OrderBy::CreatedAt, false)),
+            page: 1,
+            per_page: 50,
+            after_id: Some(id.to_bytes().to_vec().into()),
+        }]
+    );
+    assert!(
+        b["result_info"].get("cursor").is_none(),
+        "a page that is not full is the last: no cursor"
     );
 }
 
@@ -492,6 +521,7 @@ async fn sdk_filters_become_the_exact_shard_query() {
         )),
         page: 2,
         per_page: 5,
+        after_id: None,
     };
     assert_eq!(h.shard.calls().list, vec![expected]);
 }
@@ -582,6 +612,7 @@ async fn flat_parameters_become_inclusive_filters() {
         )),
         page: 1,
         per_page: 20,
+        after_id: None,
     };
     assert_eq!(h.shard.calls().list, vec![expected]);
 }
@@ -670,6 +701,11 @@ async fn list_rejects_bad_parameters_naming_them() {
         ),
         ("filters.colour=red", "`filters.colour`"),
         ("filters=notjson", "`filters`"),
+        ("cursor=not-a-log-id", "`cursor`"),
+        (
+            "cursor=01HWT0D9EG0000000000000002&order_by=model",
+            "`cursor`",
+        ),
     ];
     for (q, name) in cases {
         let got = h
@@ -690,11 +726,13 @@ async fn list_answers_sdk_log_items_and_pages() {
         .admin(Method::GET, &path("/gateways/gw/logs?per_page=2"), None)
         .await;
     assert_eq!(s, 200, "{b}");
+    let items = b["result"].as_array().unwrap();
     assert_eq!(
         b["result_info"],
-        json!({"page": 1, "per_page": 2, "count": 2, "total_count": 3})
+        json!({"page": 1, "per_page": 2, "count": 2, "total_count": 3,
+               "cursor": items[1]["id"]}),
+        "a full page in creation order names the cursor of the next"
     );
-    let items = b["result"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     let first = &items[0];
     assert_eq!(first["id"], log_id(3));

@@ -164,6 +164,7 @@ async fn count(router: &ShardRouter, gateway: &str) -> u64 {
             }),
             page: 1,
             per_page: 1,
+            after_id: None,
         }))
         .await
         .expect("list")
@@ -272,6 +273,7 @@ async fn bad_routes_are_clear_errors() {
         }),
         page: 1,
         per_page: 1,
+        after_id: None,
     };
     let err = client.list_logs(Request::new(list())).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

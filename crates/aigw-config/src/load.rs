@@ -250,6 +250,19 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "must be at least 2".to_owned(),
     );
     check(
+        config.shard_split_rows >= config.usage_report_rows,
+        "shard_split_rows",
+        format!(
+            "must be at least usage_report_rows ({}): splits are decided on usage reports",
+            config.usage_report_rows
+        ),
+    );
+    check(
+        config.shard_max_sub_shards >= 1,
+        "shard_max_sub_shards",
+        "must be at least 1".to_owned(),
+    );
+    check(
         config.proxy.max_body_bytes > 0,
         "proxy.max_body_bytes",
         "must be greater than 0".to_owned(),

@@ -31,6 +31,11 @@ pub struct Config {
     /// New logs of a gateway between two usage reports of its shard leader to the account
     /// manager; also the most a shard may overshoot a plan's log limit by.
     pub usage_report_rows: u64,
+    /// Rows of one gateway in its active shard group past which the gateway is split: a new
+    /// group (sub-shard) takes its newer logs.
+    pub shard_split_rows: u64,
+    /// Most sub-shards of one gateway; past it the last keeps growing.
+    pub shard_max_sub_shards: u32,
     /// Per-provider overrides, keyed by slug (`openai`, `custom-acme`, ...).
     pub providers: BTreeMap<String, ProviderConfig>,
     /// How the edge talks to upstreams.
@@ -56,6 +61,8 @@ impl Default for Config {
             node_id: 1,
             index_cache_bytes: 256 * 1024 * 1024,
             usage_report_rows: 1_000,
+            shard_split_rows: 10_000_000,
+            shard_max_sub_shards: 1_000,
             providers: BTreeMap::new(),
             proxy: ProxyConfig::default(),
             log_queue: LogQueueConfig::default(),

@@ -48,7 +48,7 @@ impl MemorySink {
 }
 
 impl LogSink for MemorySink {
-    fn write_batch<'a>(&'a self, batch: &'a [LogEntry]) -> SinkFuture<'a> {
+    fn write_batch<'a>(&'a self, _lane: u64, batch: &'a [LogEntry]) -> SinkFuture<'a> {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())

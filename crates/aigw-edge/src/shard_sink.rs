@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
+use aigw_proto::GROUP_METADATA;
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{IngestEntry, IngestRequest};
 
 use crate::shipper::{LogEntry, LogSink, SinkError, SinkFuture};
 
-/// Which part of the store holds a gateway's logs (its shard group).
-pub type Placement = Arc<dyn Fn(&str, &str) -> u64 + Send + Sync>;
+/// Which part of the store takes a log of a gateway created at a time (account, gateway,
+/// `created_at` in Unix ms → its shard group).
+pub type Placement = Arc<dyn Fn(&str, &str, i64) -> u64 + Send + Sync>;
 
 /// Writes log batches to a shard service.
 pub struct ShardLogSink {
@@ -26,8 +28,8 @@ impl ShardLogSink {
         }
     }
 
-    /// Gives each part of the store its own lane (`placement` names the part holding a
-    /// gateway), so that one unavailable shard group holds back only its own logs.
+    /// Gives each part of the store its own lane (`placement` names the part taking a log),
+    /// so that one unavailable shard group holds back only its own logs.
     pub fn with_placement(mut self, placement: Placement) -> Self {
         self.placement = Some(placement);
         self
@@ -43,20 +45,30 @@ fn to_ingest(entry: &LogEntry) -> IngestEntry {
 }
 
 impl LogSink for ShardLogSink {
-    fn write_batch<'a>(&'a self, batch: &'a [LogEntry]) -> SinkFuture<'a> {
+    fn write_batch<'a>(&'a self, lane: u64, batch: &'a [LogEntry]) -> SinkFuture<'a> {
         Box::pin(async move {
-            let request = IngestRequest {
+            let mut request = tonic::Request::new(IngestRequest {
                 entries: batch.iter().map(to_ingest).collect(),
-            };
+            });
+            if self.placement.is_some() {
+                // The lane is the group the batch was placed in when its logs were shipped:
+                // a retry after the shard map changed must not send them to another group
+                // (each group is idempotent by log id, not the cluster).
+                request
+                    .metadata_mut()
+                    .insert(GROUP_METADATA, tonic::metadata::MetadataValue::from(lane));
+            }
             self.shard
-                .ingest(tonic::Request::new(request))
+                .ingest(request)
                 .await
                 .map(|_| ())
                 .map_err(|status| SinkError(format!("{}: {}", status.code(), status.message())))
         })
     }
 
-    fn lane(&self, account: &str, gateway: &str) -> u64 {
-        self.placement.as_ref().map_or(0, |p| p(account, gateway))
+    fn lane(&self, account: &str, gateway: &str, created_at_ms: i64) -> u64 {
+        self.placement
+            .as_ref()
+            .map_or(0, |p| p(account, gateway, created_at_ms))
     }
 }

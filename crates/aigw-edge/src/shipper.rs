@@ -48,13 +48,14 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 
 /// Where finished log entries go: the shard store, or a test double.
 pub trait LogSink: Send + Sync + 'static {
-    /// Durably accept every entry of `batch`, or fail the whole batch (it may be retried).
-    fn write_batch<'a>(&'a self, batch: &'a [LogEntry]) -> SinkFuture<'a>;
+    /// Durably accept every entry of `batch`, all of lane `lane` (see [`LogSink::lane`]), or
+    /// fail the whole batch (it may be retried, to the same lane).
+    fn write_batch<'a>(&'a self, lane: u64, batch: &'a [LogEntry]) -> SinkFuture<'a>;
 
-    /// The lane of a gateway's records: records of different lanes are written, retried and
-    /// held independently. A sink whose parts fail independently (the shard groups of a
-    /// cluster) names them here; one lane by default.
-    fn lane(&self, _account: &str, _gateway: &str) -> u64 {
+    /// The lane of a record of a gateway created at `created_at_ms`: records of different
+    /// lanes are written, retried and held independently. A sink whose parts fail
+    /// independently (the shard groups of a cluster) names them here; one lane by default.
+    fn lane(&self, _account: &str, _gateway: &str, _created_at_ms: i64) -> u64 {
         0
     }
 }
@@ -223,9 +224,10 @@ impl LogShipper {
             q.buffered.fetch_sub(1, Ordering::Relaxed);
             return self.dropped(DropReason::QueueFull);
         }
+        let record = &pending.record;
         let lane = q
             .sink
-            .lane(&pending.record.account_id, &pending.record.gateway_id);
+            .lane(&record.account_id, &record.gateway_id, record.created_at_ms);
         let lanes = q.lanes.read().unwrap_or_else(PoisonError::into_inner);
         let sent = if let Some(sender) = lanes.get(&lane) {
             sender.send(pending)
@@ -328,7 +330,7 @@ impl Lane {
         let mut attempt = 1u32;
         let mut closing_since = None;
         loop {
-            let error = match self.sink.write_batch(batch).await {
+            let error = match self.sink.write_batch(self.lane, batch).await {
                 Ok(()) => return true,
                 Err(e) => e,
             };

@@ -23,6 +23,9 @@ pub enum QueryError {
     /// The order is not supported.
     #[error("unsupported order_by value {0}")]
     InvalidOrder(i32),
+    /// A cursor on a listing not ordered by creation time.
+    #[error("a cursor needs the listing ordered by created_at")]
+    CursorNeedsCreationOrder,
 }
 
 /// A filterable field of a log row.
@@ -401,32 +404,22 @@ impl CompiledQuery {
 
     /// Compare two rows by the requested order (ties broken by id, newest first).
     pub(crate) fn compare(&self, a: &LogRecord, b: &LogRecord) -> Ordering {
-        let by_field = match self.order_by {
-            OrderBy::CreatedAt => Ordering::Equal,
-            OrderBy::Provider => a.provider.cmp(&b.provider),
-            OrderBy::Model => a.model.cmp(&b.model),
-            OrderBy::ModelType => a.model_type.cmp(&b.model_type),
-            OrderBy::Success => a.success.cmp(&b.success),
-            OrderBy::Cached => a.cached.cmp(&b.cached),
-            OrderBy::Cost => cmp_opt(a.cost, b.cost),
-            OrderBy::TokensIn => a.tokens_in.cmp(&b.tokens_in),
-            OrderBy::TokensOut => a.tokens_out.cmp(&b.tokens_out),
-            OrderBy::Duration => a.duration_ms.cmp(&b.duration_ms),
-            OrderBy::Feedback => a.feedback.cmp(&b.feedback),
-        };
-        let ordered = by_field.then_with(|| a.id.cmp(&b.id));
-        if self.ascending {
-            ordered
-        } else {
-            ordered.reverse()
-        }
+        aigw_proto::compare_logs(self.order_by, self.ascending, a, b)
     }
-}
 
-fn cmp_opt(a: Option<f64>, b: Option<f64>) -> Ordering {
-    match (a, b) {
-        (Some(x), Some(y)) => x.total_cmp(&y),
-        (a, b) => a.is_some().cmp(&b.is_some()),
+    /// Narrows the query to the rows after `id` in its order (a cursor); only creation order
+    /// has one.
+    pub fn after(&mut self, id: Ulid) -> Result<(), QueryError> {
+        if self.order_by != OrderBy::CreatedAt {
+            return Err(QueryError::CursorNeedsCreationOrder);
+        }
+        let (lo, hi) = &mut self.id_range;
+        if self.ascending {
+            *lo = (*lo).max(Ulid(id.0.saturating_add(1)));
+        } else {
+            *hi = (*hi).min(Ulid(id.0.saturating_sub(1)));
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,9 @@ pub enum PlacementError {
     /// `replication` was 0.
     #[error("replication must be at least 1, got 0")]
     ZeroReplication,
+    /// A split, or a decoded map's sub-shards, would break the sub-shard invariants.
+    #[error("invalid split: {0}")]
+    InvalidSplit(String),
     /// `shard_groups` was 0.
     #[error("a shard map needs at least 1 shard group, got 0")]
     NoGroups,

@@ -24,6 +24,12 @@
 //! Gateways never change group then; they move between groups only when groups are added,
 //! and then only the ~(m − n)/m of them that jump hashing sends to the new groups.
 //!
+//! **Splits** add groups without moving any gateway: the first `hashed_groups` groups take
+//! gateways by hash, and a group created by [`ShardMap::split`] gets the next id, is placed by
+//! the same ring, and takes one gateway's logs from a point in time on — a *sub-shard*
+//! ([`ShardMap::sub_shards`], [`ShardMap::group_at`]). Every group remembers its founders (its
+//! replicas when created), which form it; replicas placed later join it.
+//!
 //! Group 0 ([`METADATA_GROUP`]) is the account manager's group; shard groups start at 1.
 //!
 //! # Determinism
@@ -42,7 +48,7 @@ mod tests;
 pub use error::PlacementError;
 pub use map::{
     DEFAULT_REPLICATION, DEFAULT_VNODES_PER_NODE, GroupPlacement, METADATA_GROUP, NodeInfo,
-    NodeState, ReplicaMove, ShardMap,
+    NodeState, ReplicaMove, ShardMap, SubShard,
 };
 
 /// A physical shard node's id (its Raft node id in every group it serves).

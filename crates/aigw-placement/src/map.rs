@@ -74,6 +74,36 @@ impl NodeInfo {
 pub struct GroupPlacement {
     /// Distinct nodes holding a replica; the first is the preferred leader.
     pub replicas: Vec<NodeId>,
+    /// The replicas the group was created on, which form it (initialize its Raft membership
+    /// with exactly these nodes); a replica placed later joins the formed group instead.
+    /// Kept as placement changes, so a founder that sees the group only in a later map
+    /// version still knows to form it. Empty when decoded from an older map: its replicas.
+    #[serde(default)]
+    pub founders: Vec<NodeId>,
+}
+
+impl GroupPlacement {
+    /// A new group's placement: its first replicas are its founders.
+    fn new(replicas: Vec<NodeId>) -> Self {
+        Self {
+            founders: replicas.clone(),
+            replicas,
+        }
+    }
+}
+
+/// One sub-shard of a split gateway: the group holding its logs created from `from_ms` on.
+///
+/// The lower bound is strict — an edge sends a log to the last sub-shard it knows whose
+/// `from_ms` is at or before the log's `created_at`, so a sub-shard never holds a log older
+/// than its `from_ms`. The upper bound (the next sub-shard's `from_ms`) is not: an edge that
+/// has not seen a split yet keeps sending to the sub-shard before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SubShard {
+    /// The Raft group holding its logs.
+    pub group: GroupId,
+    /// The first `created_at` (Unix ms) it takes.
+    pub from_ms: i64,
 }
 
 /// One step of moving a group's replicas from the current map towards a target map.
@@ -95,16 +125,20 @@ pub struct ReplicaMove {
 
 /// The cluster's node list and placement at one version.
 ///
-/// Built only by [`ShardMap::plan`], [`ShardMap::rebalance`] or deserialization, all of which
-/// check its invariants: node ids and addresses unique, groups numbered `1..=n`, each group's
-/// replicas distinct known nodes. Placement is a pure function of (nodes, group ids,
-/// replication, vnodes per node), so any process can recompute and verify a map.
+/// Built only by [`ShardMap::plan`], [`ShardMap::rebalance`], [`ShardMap::split`] or
+/// deserialization, all of which check its invariants: node ids and addresses unique, groups
+/// numbered `1..=n` (the first `hashed_groups` of them take gateways by hash, the rest were
+/// created by splits), each group's replicas distinct known nodes, each split gateway's
+/// sub-shards in time order on distinct groups. Placement is a pure function of (nodes, group
+/// ids, replication, vnodes per node), so any process can recompute and verify a map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawShardMap")]
 pub struct ShardMap {
     version: u64,
     nodes: BTreeMap<NodeId, NodeInfo>,
     groups: BTreeMap<GroupId, GroupPlacement>,
+    hashed_groups: u64,
+    sub_shards: BTreeMap<String, Vec<SubShard>>,
 }
 
 /// The serialized shape of a [`ShardMap`], validated before it becomes one.
@@ -113,6 +147,16 @@ struct RawShardMap {
     version: u64,
     nodes: BTreeMap<NodeId, NodeInfo>,
     groups: BTreeMap<GroupId, GroupPlacement>,
+    /// 0 (absent, an older map): every group.
+    #[serde(default)]
+    hashed_groups: u64,
+    #[serde(default)]
+    sub_shards: BTreeMap<String, Vec<SubShard>>,
+}
+
+/// The key of a gateway's sub-shard list (account and gateway ids hold no NUL).
+fn split_key(account: &str, gateway: &str) -> String {
+    format!("{account}\0{gateway}")
 }
 
 impl TryFrom<RawShardMap> for ShardMap {
@@ -129,7 +173,8 @@ impl TryFrom<RawShardMap> for ShardMap {
             return Err(PlacementError::NoGroups);
         }
         let last = raw.groups.len() as GroupId;
-        for (expected, (&group, placement)) in (1..).zip(&raw.groups) {
+        let mut groups = raw.groups;
+        for (expected, (&group, placement)) in (1..).zip(groups.iter_mut()) {
             if group != expected {
                 return Err(PlacementError::GroupNumbering {
                     expected_last: last,
@@ -151,11 +196,48 @@ impl TryFrom<RawShardMap> for ShardMap {
             if !placement.replicas.iter().all(|n| raw.nodes.contains_key(n)) {
                 return Err(invalid("a node is not in the node list"));
             }
+            if placement.founders.is_empty() {
+                placement.founders = placement.replicas.clone();
+            }
+        }
+        let hashed_groups = match raw.hashed_groups {
+            0 => last,
+            n if n <= last => n,
+            n => {
+                return Err(PlacementError::InvalidSplit(format!(
+                    "{n} hashed groups but only {last} groups"
+                )));
+            }
+        };
+        let mut split_groups = BTreeSet::new();
+        for (key, subs) in &raw.sub_shards {
+            let invalid = |reason: &str| {
+                PlacementError::InvalidSplit(format!(
+                    "gateway {:?}: {reason}",
+                    key.replace('\0', "/")
+                ))
+            };
+            if subs.len() < 2 {
+                return Err(invalid("a split gateway has at least 2 sub-shards"));
+            }
+            if !subs.windows(2).all(|w| w[0].from_ms < w[1].from_ms) {
+                return Err(invalid("sub-shards are not in time order"));
+            }
+            for sub in &subs[1..] {
+                if sub.group <= hashed_groups || sub.group > last {
+                    return Err(invalid("a sub-shard's group is not a split group"));
+                }
+                if !split_groups.insert(sub.group) {
+                    return Err(invalid("a split group serves two sub-shards"));
+                }
+            }
         }
         Ok(Self {
             version: raw.version,
             nodes: raw.nodes,
-            groups: raw.groups,
+            groups,
+            hashed_groups,
+            sub_shards: raw.sub_shards,
         })
     }
 }
@@ -176,13 +258,17 @@ impl ShardMap {
         if shard_groups == 0 {
             return Err(PlacementError::NoGroups);
         }
-        place(
-            1,
+        let (nodes, ring) = active_ring(nodes, replication, vnodes_per_node)?;
+        let groups = (1..=GroupId::from(shard_groups))
+            .map(|group| (group, GroupPlacement::new(walk(&ring, group, replication))))
+            .collect();
+        Ok(ShardMap {
+            version: 1,
             nodes,
-            1..=GroupId::from(shard_groups),
-            replication,
-            vnodes_per_node,
-        )
+            groups,
+            hashed_groups: u64::from(shard_groups),
+            sub_shards: BTreeMap::new(),
+        })
     }
 
     /// The target map for a new node set (a node added, removed, or marked Draining), one
@@ -199,13 +285,85 @@ impl ShardMap {
         replication: usize,
         vnodes_per_node: u32,
     ) -> Result<Self, PlacementError> {
-        place(
-            self.next_version()?,
-            new_nodes,
-            self.groups.keys().copied(),
-            replication,
-            vnodes_per_node,
-        )
+        let (nodes, ring) = active_ring(new_nodes, replication, vnodes_per_node)?;
+        let groups = self
+            .groups
+            .iter()
+            .map(|(&group, placement)| {
+                let replicas = walk(&ring, group, replication);
+                let founders = placement.founders.clone();
+                (group, GroupPlacement { replicas, founders })
+            })
+            .collect();
+        Ok(ShardMap {
+            version: self.next_version()?,
+            nodes,
+            groups,
+            hashed_groups: self.hashed_groups,
+            sub_shards: self.sub_shards.clone(),
+        })
+    }
+
+    /// This map with `account`/`gateway` split, one version on: a new group, placed by the
+    /// ring like every other (so on possibly different nodes), becomes the gateway's active
+    /// sub-shard for logs created from `from_ms` on; the sub-shards before it keep what they
+    /// hold. `from_ms` must lie after the current active sub-shard's start.
+    pub fn split(
+        &self,
+        account: &str,
+        gateway: &str,
+        from_ms: i64,
+        replication: usize,
+        vnodes_per_node: u32,
+    ) -> Result<Self, PlacementError> {
+        let mut subs = self.sub_shards(account, gateway);
+        if subs.last().is_some_and(|last| last.from_ms >= from_ms) {
+            return Err(PlacementError::InvalidSplit(format!(
+                "gateway {account}/{gateway}: a split at {from_ms} ms is not after its active \
+                 sub-shard's start"
+            )));
+        }
+        let (_, ring) = active_ring(self.nodes.values().cloned(), replication, vnodes_per_node)?;
+        let group = self.groups.len() as GroupId + 1;
+        let mut split = self.clone();
+        split.version = self.next_version()?;
+        split
+            .groups
+            .insert(group, GroupPlacement::new(walk(&ring, group, replication)));
+        subs.push(SubShard { group, from_ms });
+        split.sub_shards.insert(split_key(account, gateway), subs);
+        Ok(split)
+    }
+
+    /// The sub-shards of `account`/`gateway` in time order: one (its hashed group, from the
+    /// beginning of time) until it is split.
+    pub fn sub_shards(&self, account: &str, gateway: &str) -> Vec<SubShard> {
+        match self.sub_shards.get(&split_key(account, gateway)) {
+            Some(subs) => subs.clone(),
+            None => vec![SubShard {
+                group: self.group_for(account, gateway),
+                from_ms: i64::MIN,
+            }],
+        }
+    }
+
+    /// Whether `account`/`gateway` has been split.
+    pub fn is_split(&self, account: &str, gateway: &str) -> bool {
+        self.sub_shards.contains_key(&split_key(account, gateway))
+    }
+
+    /// The group that takes a log of `account`/`gateway` created at `created_at_ms`: the last
+    /// sub-shard starting at or before it.
+    pub fn group_at(&self, account: &str, gateway: &str, created_at_ms: i64) -> GroupId {
+        match self.sub_shards.get(&split_key(account, gateway)) {
+            Some(subs) => subs
+                .iter()
+                .rev()
+                .find(|s| s.from_ms <= created_at_ms)
+                .or(subs.first())
+                .map_or_else(|| self.group_for(account, gateway), |s| s.group),
+            None => self.group_for(account, gateway),
+        }
     }
 
     /// The version of the map that replaces this one.
@@ -293,7 +451,8 @@ impl ShardMap {
         moves
     }
 
-    /// The shard group owning an (account, gateway) pair.
+    /// The shard group an (account, gateway) pair hashes to: all of its logs until it is
+    /// split, its first sub-shard after (see [`ShardMap::group_at`]).
     ///
     /// Jump consistent hash over the groups `1..=n` of the SHA-256 key of the pair, not a
     /// second ring: it needs no ring kept per map, spreads gateways as evenly as the keys are
@@ -303,7 +462,7 @@ impl ShardMap {
     /// limit here: groups are added, never removed. The result depends only on the strings
     /// and the number of groups, never on the process, platform or version.
     pub fn group_for(&self, account: &str, gateway: &str) -> GroupId {
-        let buckets = self.groups.len() as u64;
+        let buckets = self.hashed_groups;
         jump_consistent_hash(gateway_key(account, gateway), buckets) + 1
     }
 
@@ -327,7 +486,7 @@ impl ShardMap {
         &self.nodes
     }
 
-    /// Every shard group's placement, by id (`1..=n`).
+    /// Every shard group's placement, by id (`1..=n`), split groups included.
     pub fn groups(&self) -> &BTreeMap<GroupId, GroupPlacement> {
         &self.groups
     }
@@ -345,14 +504,19 @@ impl ShardMap {
     }
 }
 
-/// Validates `nodes` and places `groups` on their Active members.
-fn place(
-    version: u64,
+/// Validates `nodes` and builds the ring of their Active members.
+#[allow(clippy::type_complexity)]
+fn active_ring(
     nodes: impl IntoIterator<Item = NodeInfo>,
-    groups: impl IntoIterator<Item = GroupId>,
     replication: usize,
     vnodes_per_node: u32,
-) -> Result<ShardMap, PlacementError> {
+) -> Result<
+    (
+        BTreeMap<NodeId, NodeInfo>,
+        HashRing<VNode, StableHashBuilder>,
+    ),
+    PlacementError,
+> {
     if replication == 0 {
         return Err(PlacementError::ZeroReplication);
     }
@@ -378,20 +542,8 @@ fn place(
             replication,
         });
     }
-
     let ring = node_ring(&by_id, vnodes_per_node);
-    let groups = groups
-        .into_iter()
-        .map(|group| {
-            let replicas = walk(&ring, group, replication);
-            (group, GroupPlacement { replicas })
-        })
-        .collect();
-    Ok(ShardMap {
-        version,
-        nodes: by_id,
-        groups,
-    })
+    Ok((by_id, ring))
 }
 
 /// Rejects empty and shared addresses.

@@ -4,7 +4,7 @@ use std::hash::BuildHasher;
 use crate::hash::{GroupKey, StableHashBuilder, VNode, gateway_key, jump_consistent_hash};
 use crate::{
     DEFAULT_REPLICATION, DEFAULT_VNODES_PER_NODE, GroupId, GroupPlacement, NodeId, NodeInfo,
-    PlacementError, ReplicaMove, ShardMap,
+    PlacementError, ReplicaMove, ShardMap, SubShard,
 };
 
 const R: usize = DEFAULT_REPLICATION;
@@ -476,6 +476,7 @@ fn decoding_checks_invariants() {
     // A well-formed placement that another process produced decodes as is.
     let p = GroupPlacement {
         replicas: vec![3, 1],
+        founders: vec![],
     };
     let raw = serde_json::json!({
         "version": 7,
@@ -488,6 +489,75 @@ fn decoding_checks_invariants() {
     assert_eq!(decoded.replicas(1), Some(&[3, 1][..]));
     assert_eq!(decoded.group_for("any", "thing"), 1);
     assert_eq!(decoded.replicas(2), None);
+    assert_eq!(
+        decoded.groups()[&1].founders,
+        vec![3, 1],
+        "an older map's groups were founded by their replicas"
+    );
+}
+
+#[test]
+fn a_split_adds_a_placed_group_that_takes_the_gateways_newer_logs() {
+    let map = ShardMap::plan(nodes(1..=5), 4, 3, 64).expect("plan");
+    let hashed = map.group_for("acct", "gw");
+    assert_eq!(map.group_at("acct", "gw", 1_000), hashed);
+    assert!(!map.is_split("acct", "gw"));
+
+    let once = map.split("acct", "gw", 1_000, 3, 64).expect("split");
+    assert_eq!(once.version(), map.version() + 1);
+    assert_eq!(once.groups().len(), 5);
+    let new = &once.groups()[&5];
+    assert_eq!(new.replicas.len(), 3);
+    assert_eq!(new.founders, new.replicas);
+    assert_eq!(
+        once.sub_shards("acct", "gw"),
+        vec![
+            SubShard {
+                group: hashed,
+                from_ms: i64::MIN
+            },
+            SubShard {
+                group: 5,
+                from_ms: 1_000
+            }
+        ]
+    );
+    assert_eq!(once.group_at("acct", "gw", 999), hashed);
+    assert_eq!(once.group_at("acct", "gw", 1_000), 5);
+    // Other gateways keep hashing over the original four groups only.
+    for i in 0..200 {
+        let gw = format!("g{i}");
+        assert_eq!(once.group_for("acct", &gw), map.group_for("acct", &gw));
+        assert!(once.group_for("acct", &gw) <= 4);
+    }
+
+    let twice = once
+        .split("acct", "gw", 2_000, 3, 64)
+        .expect("second split");
+    assert_eq!(twice.sub_shards("acct", "gw").len(), 3);
+    assert_eq!(twice.group_at("acct", "gw", 1_500), 5);
+    assert_eq!(twice.group_at("acct", "gw", 2_500), 6);
+    let err = twice.split("acct", "gw", 2_000, 3, 64).unwrap_err();
+    assert!(err.to_string().contains("not after"), "{err}");
+
+    // Splits survive the wire and a rebalance, founders included.
+    assert_eq!(
+        ShardMap::from_bytes(&twice.to_bytes()).expect("decode"),
+        twice
+    );
+    let grown = twice.rebalance(nodes(1..=6), 3, 64).expect("rebalance");
+    assert_eq!(
+        grown.sub_shards("acct", "gw"),
+        twice.sub_shards("acct", "gw")
+    );
+    assert_eq!(grown.groups()[&6].founders, twice.groups()[&6].founders);
+    assert_eq!(grown.group_for("x", "y"), twice.group_for("x", "y"));
+
+    // A map whose sub-shards point at hashed groups is refused.
+    let mut value = serde_json::to_value(&twice).expect("json");
+    value["sub_shards"]["acct\u{0}gw"][1]["group"] = serde_json::json!(2);
+    let err = serde_json::from_value::<ShardMap>(value).expect_err("invalid");
+    assert!(err.to_string().contains("not a split group"), "{err}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! their callers.
 
 mod convert;
+mod order;
 
 /// `aigw.shard.v1`: log ingestion and queries, served by shard-owner nodes.
 pub mod shard {
@@ -41,6 +42,7 @@ pub mod raft {
 }
 
 pub use convert::{ConvertError, id_from_bytes, metadata_from_proto, metadata_to_proto};
+pub use order::compare_logs;
 
 /// gRPC metadata naming the shard group an `aigw.shard.v1` call is for (decimal group id): one
 /// node serves many groups behind one service.
@@ -53,3 +55,8 @@ pub const MAX_SHARD_MESSAGE_BYTES: usize = 1 << 30;
 /// gRPC metadata carrying the leader's address when a replica that does not lead refuses a
 /// call (`FAILED_PRECONDITION`), so the caller can go straight there.
 pub const LEADER_METADATA: &str = "aigw-leader";
+
+/// The most logs one `ListLogs` reply carries: the page size a shard clamps `per_page` to,
+/// and so the deepest `page × per_page` a router merging a split gateway's sub-shards can
+/// serve (each sub-shard is asked for that many).
+pub const MAX_LISTED_ROWS: u32 = 10_000;

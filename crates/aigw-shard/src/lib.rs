@@ -17,5 +17,5 @@ mod service;
 
 pub use app::ShardApp;
 pub use host::ShardHost;
-pub use quota::{DEFAULT_REPORT_EVERY, QuotaKeeper, UsageReporter};
+pub use quota::{DEFAULT_REPORT_EVERY, QuotaKeeper, SplitPolicy, UsageReporter};
 pub use service::ShardService;

@@ -43,6 +43,16 @@ struct Reported {
     scheduled: bool,
 }
 
+/// When a gateway's active sub-shard is split (sent with every report; the account manager
+/// decides).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SplitPolicy {
+    /// Rows in the active sub-shard that trigger a split (0: never).
+    pub rows: u64,
+    /// Sub-shards past which a gateway is not split.
+    pub max_sub_shards: u32,
+}
+
 /// Whether a gateway's usage is to be reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Due {
@@ -60,6 +70,7 @@ pub struct QuotaKeeper {
     reporter: UsageReporter,
     group: GroupId,
     every: u64,
+    splits: SplitPolicy,
     reported: Arc<Mutex<HashMap<(String, String), Reported>>>,
 }
 
@@ -68,6 +79,7 @@ impl std::fmt::Debug for QuotaKeeper {
         f.debug_struct("QuotaKeeper")
             .field("group", &self.group)
             .field("every", &self.every)
+            .field("splits", &self.splits)
             .finish_non_exhaustive()
     }
 }
@@ -94,8 +106,15 @@ impl QuotaKeeper {
             reporter,
             group,
             every: every.max(2),
+            splits: SplitPolicy::default(),
             reported: Arc::default(),
         }
+    }
+
+    /// Asks the account manager to split gateways as `splits` says.
+    pub fn with_splits(mut self, splits: SplitPolicy) -> Self {
+        self.splits = splits;
+        self
     }
 
     /// The quota of gateways nothing was reported for yet: one report's worth of rows.
@@ -160,6 +179,8 @@ impl QuotaKeeper {
             refused: usage.refused,
             evicted: usage.evicted,
             report_every: self.every,
+            split_rows: self.splits.rows,
+            max_sub_shards: self.splits.max_sub_shards,
         };
         let result = self
             .reporter

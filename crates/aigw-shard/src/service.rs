@@ -359,14 +359,34 @@ impl Shard for ShardService {
     ) -> Result<Response<ListLogsResponse>, Status> {
         let request = request.into_inner();
         let query = compile(request.query)?;
-        let (page, per_page) = (request.page.max(1), request.per_page.clamp(1, 1000));
-        let found = self
-            .read(move |index| index.list(&query, page, per_page))
+        let (page, per_page) = (
+            request.page.max(1),
+            request.per_page.clamp(1, aigw_proto::MAX_LISTED_ROWS),
+        );
+        let Some(cursor) = request.after_id else {
+            let found = self
+                .read(move |index| index.list(&query, page, per_page))
+                .await?;
+            return Ok(Response::new(ListLogsResponse {
+                logs: found.rows,
+                total_count: found.total,
+            }));
+        };
+        let mut after = query.clone();
+        after
+            .after(parse_id(&cursor)?)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let skip = (page as usize - 1) * per_page as usize;
+        let (logs, total_count) = self
+            .read(move |index| {
+                // The total counts every match (a counter when it can); the rows come from
+                // the cursor on, read no further than the page needs.
+                let total = index.list(&query, 1, 1)?.total;
+                let rows = index.collect(&after, skip + per_page as usize)?;
+                Ok((rows.into_iter().skip(skip).collect(), total))
+            })
             .await?;
-        Ok(Response::new(ListLogsResponse {
-            logs: found.rows,
-            total_count: found.total,
-        }))
+        Ok(Response::new(ListLogsResponse { logs, total_count }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -101,6 +101,7 @@ async fn list(service: &ShardService, q: LogQuery) -> (Vec<Vec<u8>>, u64) {
             query: Some(q),
             page: 1,
             per_page: 50,
+            after_id: None,
         }))
         .await
         .unwrap()

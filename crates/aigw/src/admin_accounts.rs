@@ -2,12 +2,10 @@
 //! managed on the account-manager group (found from the node asked, then from its hints).
 
 use aigw_cluster::{AccountsClient, Credentials, RetryPolicy};
-use aigw_placement::ShardMap;
 use aigw_proto::admin::accounts_server::Accounts;
-use aigw_proto::admin::cluster_server::Cluster;
 use aigw_proto::admin::{
-    AccountRef, CreateAccountRequest, CreateTokenRequest, GatewayRef, GetShardMapRequest,
-    ListPlansRequest, LogManagementStrategy, Plan, SetAccountPlanRequest, TokenRef,
+    AccountRef, CreateAccountRequest, CreateTokenRequest, GatewayRef, ListPlansRequest,
+    LogManagementStrategy, Plan, SetAccountPlanRequest, TokenRef,
 };
 use clap::Subcommand;
 use serde_json::json;
@@ -289,33 +287,30 @@ async fn gateway_status(
         .await
         .map_err(status_error)?
         .into_inner();
-    let map = client
-        .get_shard_map(Request::new(GetShardMapRequest {}))
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let map = ShardMap::from_bytes(&map.map).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let nodes = |group: u64| map.replicas(group).map(<[u64]>::to_vec).unwrap_or_default();
-    let mut groups = usage.groups.clone();
-    // The gateway's group before any log was reported.
-    let home = map.group_for(&account_id, &gateway_id);
-    if groups.iter().all(|g| g.group != home) {
-        groups.push(aigw_proto::admin::GroupUsage {
-            group: home,
-            ..Default::default()
-        });
-    }
     let strategy = match LogManagementStrategy::try_from(usage.strategy) {
         Ok(LogManagementStrategy::DeleteOldest) => "DELETE_OLDEST",
         _ => "STOP_INSERTING",
     };
-    let total: u64 = groups.iter().map(|g| g.rows).sum();
-    if as_json {
-        let shards: Vec<_> = groups
+    // One row per sub-shard (one until the gateway is split), with what its group reported.
+    let reported = |group: u64| {
+        usage
+            .groups
             .iter()
-            .map(|g| {
-                json!({"group": g.group, "rows": g.rows, "refused": g.refused, "evicted": g.evicted,
-                           "reported_at_ms": g.reported_at_ms, "nodes": nodes(g.group)})
+            .find(|g| g.group == group)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let total: u64 = usage.sub_shards.iter().map(|s| s.rows).sum();
+    let since = |from_ms: i64| (from_ms > i64::MIN).then_some(from_ms);
+    if as_json {
+        let shards: Vec<_> = usage
+            .sub_shards
+            .iter()
+            .map(|s| {
+                let g = reported(s.group);
+                json!({"group": s.group, "from_ms": since(s.from_ms), "rows": s.rows,
+                       "refused": g.refused, "evicted": g.evicted,
+                       "reported_at_ms": g.reported_at_ms, "nodes": s.replicas})
             })
             .collect();
         println!(
@@ -327,23 +322,25 @@ async fn gateway_status(
         );
         return Ok(());
     }
-    println!("gateway   {account_id}/{gateway_id} (plan {})", usage.plan);
-    println!("logs      {total} of {} per gateway", limit(usage.limit));
     println!(
-        "account   {} of {} logs",
+        "gateway     {account_id}/{gateway_id} (plan {})",
+        usage.plan
+    );
+    println!("logs        {total} of {} per gateway", limit(usage.limit));
+    println!(
+        "account     {} of {} logs",
         usage.account_logs,
         limit(usage.account_limit)
     );
-    println!("at limit  {strategy}");
-    println!("\nSHARD  ROWS        REFUSED     EVICTED     NODES");
-    for g in &groups {
+    println!("at limit    {strategy}");
+    println!("sub-shards  {}", usage.sub_shards.len());
+    println!("\nGROUP  FROM (UNIX MS)  ROWS        REFUSED     EVICTED     NODES");
+    for s in &usage.sub_shards {
+        let g = reported(s.group);
+        let from = since(s.from_ms).map_or_else(|| "-".to_owned(), |ms| ms.to_string());
         println!(
-            "{:<6} {:<11} {:<11} {:<11} {:?}",
-            g.group,
-            g.rows,
-            g.refused,
-            g.evicted,
-            nodes(g.group)
+            "{:<6} {:<15} {:<11} {:<11} {:<11} {:?}",
+            s.group, from, s.rows, g.refused, g.evicted, s.replicas
         );
     }
     Ok(())

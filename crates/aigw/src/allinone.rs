@@ -1,12 +1,13 @@
 //! `role = "all"`: every role in one process — a one-node cluster whose shard node holds the
-//! account-manager group and one shard group, each a single-member Raft group on the same code
-//! paths a cluster runs, and an edge that reaches both in-process.
+//! account-manager group and one shard group (more once a gateway splits), each a
+//! single-member Raft group on the same code paths a cluster runs, and an edge that reaches
+//! them in-process.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_config::{Config, Member};
-use aigw_edge::ShardLogSink;
 use anyhow::Context;
 
 use crate::shard_node::ShardNode;
@@ -26,14 +27,15 @@ pub async fn serve(
         addr: config.advertised_grpc_addr(),
     };
     let node = ShardNode::start(&config, &[me], 1, 1).await?;
-    let shard = node.local_group(SHARD_GROUP, ELECTION_WAIT).await?;
+    node.local_group(SHARD_GROUP, ELECTION_WAIT).await?;
     let accounts = node
         .accounts()
         .context("the all-in-one node holds the account-manager group")?;
+    let router = Arc::new(node.local_router());
     crate::edge::serve_http(
         &config,
-        shard.clone(),
-        ShardLogSink::new(shard),
+        router.clone(),
+        crate::edge::routed_sink(router),
         accounts.gateways.clone(),
         accounts.registry.mirror().clone(),
         Some(node.blobs().describe()),

@@ -53,21 +53,25 @@ pub async fn serve(
         "edge joined the cluster"
     );
     let router = Arc::new(ShardRouter::new(map));
-    let placement = router.clone();
-    let sink =
-        ShardLogSink::new(router.clone()).with_placement(Arc::new(move |account, gateway| {
-            placement.group_for(account, gateway)
-        }));
     serve_http(
         &config,
-        router,
-        sink,
+        router.clone(),
+        routed_sink(router),
         Arc::new(accounts),
         mirror,
         None,
         shutdown,
     )
     .await
+}
+
+/// A log sink writing through `router`, one lane per shard group (so a group that is down
+/// holds back only the logs it takes).
+pub fn routed_sink(router: Arc<ShardRouter>) -> ShardLogSink {
+    let placement = router.clone();
+    ShardLogSink::new(router).with_placement(Arc::new(move |account, gateway, created_at_ms| {
+        placement.group_at(account, gateway, created_at_ms)
+    }))
 }
 
 /// The management API's credentials: the admin token and account tokens from the config,

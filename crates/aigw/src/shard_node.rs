@@ -16,7 +16,9 @@ use aigw_accounts::{
 };
 use aigw_admin::{AdminAuth, AdminService};
 use aigw_blob::{BlobStore, Codec};
-use aigw_cluster::{AccountsClient, Credentials, RetryPolicy, follow_shard_map};
+use aigw_cluster::{
+    AccountsClient, Credentials, GroupShards, RetryPolicy, ShardRouter, follow_shard_map,
+};
 use aigw_config::{Config, Member};
 use aigw_logindex::LogIndex;
 use aigw_placement::{DEFAULT_VNODES_PER_NODE, METADATA_GROUP, NodeInfo, ShardMap};
@@ -26,10 +28,10 @@ use aigw_proto::admin::accounts_server::AccountsServer;
 use aigw_proto::admin::admin_server::AdminServer;
 use aigw_proto::admin::cluster_server::{Cluster, ClusterServer};
 use aigw_proto::admin::gateways_server::GatewaysServer;
-use aigw_proto::shard::shard_server::ShardServer;
+use aigw_proto::shard::shard_server::{Shard, ShardServer};
 use aigw_raft::openraft::BasicNode;
 use aigw_raft::{GroupHandle, GroupId, NodeConfig, NodeId, RaftNode};
-use aigw_shard::{QuotaKeeper, ShardApp, ShardHost, ShardService, UsageReporter};
+use aigw_shard::{QuotaKeeper, ShardApp, ShardHost, ShardService, SplitPolicy, UsageReporter};
 use anyhow::Context;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -50,6 +52,10 @@ const RECLAIM_AFTER: Duration = Duration::from_secs(10);
 /// How often replicas are checked against the map even when it did not change (leadership
 /// moves, a membership change that failed and must be retried).
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How long the founders of a group wait for its first founder to initialize it before they
+/// do (with the same membership, which is safe): a new group must not stay leaderless while
+/// one node is down.
+const FORM_FALLBACK_AFTER: Duration = Duration::from_secs(3);
 
 /// The account-manager replica of a node listed in `cluster.members`.
 pub struct AccountsReplica {
@@ -89,6 +95,8 @@ struct Replicas {
     /// Where group leaders report usage (the account manager).
     usage: UsageReporter,
     usage_report_rows: u64,
+    /// When gateways are split (sent with usage reports).
+    splits: SplitPolicy,
     /// Groups with a membership change under way.
     moving: Arc<Mutex<HashSet<GroupId>>>,
     /// Groups the map moved away from this node → when that was first seen.
@@ -96,6 +104,8 @@ struct Replicas {
     /// Groups this node is the preferred leader of but does not lead → since when (or since
     /// its last campaign).
     unled: Arc<Mutex<HashMap<GroupId, Instant>>>,
+    /// Groups this node founded that are not initialized yet → since when.
+    unformed: Arc<Mutex<HashMap<GroupId, Instant>>>,
 }
 
 impl ShardNode {
@@ -171,9 +181,14 @@ impl ShardNode {
             codec: body_codec(config),
             usage: accounts_client,
             usage_report_rows: config.usage_report_rows,
+            splits: SplitPolicy {
+                rows: config.shard_split_rows,
+                max_sub_shards: config.shard_max_sub_shards,
+            },
             moving: Arc::default(),
             leaving: Arc::default(),
             unled: Arc::default(),
+            unformed: Arc::default(),
         };
         tasks.push(tokio::spawn(replicas.follow(map.clone())));
         tracing::info!(
@@ -205,6 +220,12 @@ impl ShardNode {
     /// The body store.
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
         &self.blobs
+    }
+
+    /// A router over the shard groups this node runs, called in process (the all-in-one
+    /// edge's; a group not running here is `UNAVAILABLE`).
+    pub fn local_router(&self) -> ShardRouter {
+        ShardRouter::over(self.map.clone(), Arc::new(LocalGroups(self.host.clone())))
     }
 
     /// The service of shard group `group` once this node runs it and it has a leader, waiting
@@ -259,8 +280,29 @@ impl ShardNode {
     }
 }
 
+/// The groups a node runs, reached in process.
+struct LocalGroups(ShardHost);
+
+impl GroupShards for LocalGroups {
+    fn shard(&self, group: GroupId) -> Result<Arc<dyn Shard>, tonic::Status> {
+        match self.0.get(group) {
+            Some(service) => Ok(service),
+            None => Err(tonic::Status::unavailable(format!(
+                "shard group {group} is not running on this node yet"
+            ))),
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether a group's replica holds no log at all: never initialized, and nothing replicated
+/// to it yet.
+fn never_initialized(handle: &GroupHandle) -> bool {
+    let metrics = handle.metrics().borrow().clone();
+    metrics.last_log_index.is_none() && metrics.current_leader.is_none()
 }
 
 fn basic_nodes<'a>(
@@ -298,7 +340,7 @@ async fn start_accounts(
             book.clone(),
             group.clone(),
         )),
-        accounts: AccountsService::new(book, registry.clone(), group.clone()),
+        accounts: AccountsService::new(book, registry.clone(), shard_maps.clone(), group.clone()),
         cluster: ShardMapService::new(shard_maps.clone(), group.clone()),
         registry,
         shard_maps,
@@ -480,22 +522,25 @@ impl Replicas {
     async fn reconcile(&self, map: &ShardMap) {
         let me = self.node.id();
         let mut campaigned = false;
-        for (&group, placement) in map.groups() {
-            let members = basic_nodes(
-                placement
-                    .replicas
-                    .iter()
+        let nodes_of = |ids: &[NodeId]| {
+            basic_nodes(
+                ids.iter()
                     .filter_map(|id| map.node(*id).map(|n| (*id, n.addr.as_str()))),
-            );
+            )
+        };
+        for (&group, placement) in map.groups() {
+            let members = nodes_of(&placement.replicas);
             if members.contains_key(&me) {
                 // Placed here (again): nothing to leave.
                 lock(&self.leaving).remove(&group);
             }
+            let founding = placement.founders.contains(&me);
             let running = self.node.group(group);
             match running {
                 None if members.contains_key(&me) => {
-                    let preferred = placement.replicas.first().copied().unwrap_or(me);
-                    if let Err(e) = self.start(group, members, preferred, map.version()).await {
+                    let founders =
+                        founding.then(|| (nodes_of(&placement.founders), placement.founders[0]));
+                    if let Err(e) = self.start(group, founders).await {
                         tracing::error!(group, error = %e, "cannot start shard group");
                     }
                 }
@@ -504,11 +549,32 @@ impl Replicas {
                     self.move_voters(handle, members);
                 }
                 Some(handle) if !members.contains_key(&me) => self.leave(group, handle).await,
+                Some(handle) if founding && never_initialized(&handle) => {
+                    self.form_late(&handle, nodes_of(&placement.founders)).await;
+                }
                 Some(handle) if placement.replicas.first() == Some(&me) && !campaigned => {
                     campaigned = self.reclaim_leadership(&handle).await;
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// On a founder of a group that is still not initialized [`FORM_FALLBACK_AFTER`] after
+    /// this node first saw it so (its first founder is down): initializes it with the
+    /// founders, as the first founder would have.
+    async fn form_late(&self, handle: &GroupHandle, founders: BTreeMap<NodeId, BasicNode>) {
+        let group = handle.group_id();
+        let since = *lock(&self.unformed)
+            .entry(group)
+            .or_insert_with(Instant::now);
+        if since.elapsed() < FORM_FALLBACK_AFTER {
+            return;
+        }
+        lock(&self.unformed).remove(&group);
+        tracing::info!(group, "first founder did not form the group; forming it");
+        if let Err(e) = handle.raft().initialize(founders).await {
+            tracing::debug!(group, error = %e, "late forming refused");
         }
     }
 
@@ -567,32 +633,31 @@ impl Replicas {
         tracing::info!(group, "replica moved away; group stopped here");
     }
 
-    /// Starts this node's replica of `group`: a group of the first map is formed by its
-    /// members, initialized by its preferred leader (so leaders spread over the nodes); one
-    /// placed here later already exists, and this replica joins it.
+    /// Starts this node's replica of `group`. A founder (`founders`: the group's founding
+    /// members and the one that initializes it) forms the group — the first founder is the
+    /// preferred leader of a new group, so leaders spread over the nodes; a replica placed
+    /// here later joins the formed group.
     async fn start(
         &self,
         group: GroupId,
-        members: BTreeMap<NodeId, BasicNode>,
-        preferred_leader: NodeId,
-        map_version: u64,
+        founders: Option<(BTreeMap<NodeId, BasicNode>, NodeId)>,
     ) -> anyhow::Result<()> {
         let index = LogIndex::new(self.db.open_tree(format!("shard/{group}/index"))?);
         let app = Arc::new(ShardApp::new(index.clone()));
-        let handle = if map_version == 1 {
-            self.node
-                .form_group(group, app, members, preferred_leader)
-                .await?
-        } else {
-            self.node.join_group(group, app).await?
+        let handle = match founders {
+            Some((members, initializer)) => {
+                self.node
+                    .form_group(group, app, members, initializer)
+                    .await?
+            }
+            None => self.node.join_group(group, app).await?,
         };
         let service = ShardService::new(index, handle, self.blobs.clone())
             .with_codec(self.codec)
-            .with_quotas(QuotaKeeper::new(
-                self.usage.clone(),
-                group,
-                self.usage_report_rows,
-            ));
+            .with_quotas(
+                QuotaKeeper::new(self.usage.clone(), group, self.usage_report_rows)
+                    .with_splits(self.splits),
+            );
         tokio::spawn(service.clone().report_on_leadership());
         self.host.insert(group, Arc::new(service));
         Ok(())

@@ -62,6 +62,7 @@ async fn leader_of_gateway(router: &ShardRouter) -> String {
             }),
             page: 1,
             per_page: 1,
+            after_id: None,
         }))
         .await
         .expect("the group answers");

@@ -13,7 +13,7 @@ use aigw_cluster::{Credentials, RetryPolicy, ShardRouter, follow_shard_map};
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{IngestEntry, IngestRequest, LogRecord};
 use common::cluster::{Cluster, admin, admin_run, start_cluster_with, wait_healthy};
-use common::{ADMIN_TOKEN, chat, mock};
+use common::{ADMIN_TOKEN, api, chat, mock};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "acme";
@@ -23,23 +23,6 @@ const REPORT_EVERY: u64 = 20;
 const STOP_LIMIT: u64 = 150;
 const EVICT_LIMIT: u64 = 100;
 const LOWERED_LIMIT: u64 = 60;
-
-/// A management API call with `token`; (status, body).
-async fn api(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = client.request(method, url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let resp = request.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 fn gateway_body(id: &str, limit: Option<u64>, strategy: Option<&str>) -> Value {
     json!({"id": id, "collect_logs": true, "cache_ttl": 0, "cache_invalidate_on_update": false,

@@ -325,6 +325,7 @@ async fn the_all_in_one_publishes_its_shard_map_and_serves_its_group_remotely() 
             }),
             page: 1,
             per_page: 10,
+            after_id: None,
         }))
         .await
         .expect("list through the router")

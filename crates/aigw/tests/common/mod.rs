@@ -95,6 +95,23 @@ pub async fn chat(
     (status, id)
 }
 
+/// A management API call with `token`; (status, body).
+pub async fn api(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 pub async fn api_get(client: &reqwest::Client, url: String) -> (u16, Value) {
     let resp = client
         .get(url)

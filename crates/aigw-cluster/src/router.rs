@@ -1,0 +1,467 @@
+//! `aigw.shard.v1` for a whole cluster: each call goes to the groups holding its gateway's
+//! logs, and a split gateway's sub-shards are read as one.
+//!
+//! A gateway's logs live in one group until it is split, then in its sub-shards, each taking
+//! the logs created from its `from_ms` on ([`ShardMap::sub_shards`]). Writes go to the
+//! sub-shard a log's `created_at` falls in, or to the group the request names (a log
+//! shipper's lane, fixed when the logs were first placed). Reads fan out: every sub-shard that can hold a
+//! match is asked for the first `page × per_page` rows, and the sorted replies are merged in
+//! the listing's order (ties by id), so the page is the one a single shard would have
+//! returned. A sub-shard never holds a log older than its `from_ms` (an edge that has not
+//! seen a split yet sends logs to an *earlier* sub-shard, never a later one), so a query that
+//! ends before a sub-shard starts skips it; a query's lower time bound prunes nothing. A
+//! cursor (`after_id`) is a position in the order, not an offset, so a split during a scan
+//! neither repeats nor skips logs. A log is looked up by id in the sub-shard its time falls
+//! in, then in the earlier ones.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use aigw_placement::{GroupId, ShardMap, SubShard};
+use aigw_proto::shard::shard_server::Shard;
+use aigw_proto::shard::{
+    DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
+    FilterOperator, GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestEntry,
+    IngestRequest, IngestResponse, ListLogsRequest, ListLogsResponse, LogQuery, LogRecord, OrderBy,
+    UpdateLogRequest, UpdateLogResponse, filter_value,
+};
+use aigw_proto::{GROUP_METADATA, MAX_LISTED_ROWS, compare_logs};
+use futures_util::future::join_all;
+use tokio::sync::watch;
+use tonic::{Code, Request, Response, Status};
+
+use crate::RetryPolicy;
+use crate::remote::RemoteGroups;
+
+/// How the router reaches one shard group's `Shard` service: over gRPC on its leader
+/// ([`ShardRouter::new`]), or in process on a node that runs every group itself.
+pub trait GroupShards: Send + Sync + 'static {
+    /// The `Shard` service of `group` (`UNAVAILABLE` when it cannot be reached now).
+    fn shard(&self, group: GroupId) -> Result<Arc<dyn Shard>, Status>;
+}
+
+/// Calls shard groups, following the watched [`ShardMap`].
+pub struct ShardRouter {
+    map: watch::Receiver<Arc<ShardMap>>,
+    groups: Arc<dyn GroupShards>,
+    remote: Option<Arc<RemoteGroups>>,
+}
+
+impl ShardRouter {
+    /// A router calling group leaders over gRPC, with the default [`RetryPolicy`].
+    pub fn new(map: watch::Receiver<Arc<ShardMap>>) -> Self {
+        Self::remote(map, RetryPolicy::default())
+    }
+
+    /// A router calling group leaders over gRPC with `policy`.
+    pub fn remote(map: watch::Receiver<Arc<ShardMap>>, policy: RetryPolicy) -> Self {
+        let remote = Arc::new(RemoteGroups::new(map.clone(), policy));
+        Self {
+            map,
+            groups: Arc::new(remote.clone()),
+            remote: Some(remote),
+        }
+    }
+
+    /// A router reaching groups through `groups` (in process, say).
+    pub fn over(map: watch::Receiver<Arc<ShardMap>>, groups: Arc<dyn GroupShards>) -> Self {
+        Self {
+            map,
+            groups,
+            remote: None,
+        }
+    }
+
+    /// Uses `policy` instead of the default (a remote router only).
+    #[must_use]
+    pub fn with_policy(self, policy: RetryPolicy) -> Self {
+        match self.remote {
+            Some(_) => Self::remote(self.map, policy),
+            None => self,
+        }
+    }
+
+    /// The group that takes a log of `account`/`gateway` created at `created_at_ms`.
+    pub fn group_at(&self, account: &str, gateway: &str, created_at_ms: i64) -> GroupId {
+        self.map.borrow().group_at(account, gateway, created_at_ms)
+    }
+
+    /// The group `account`/`gateway` hashes to (all of its logs until it is split).
+    pub fn group_for(&self, account: &str, gateway: &str) -> GroupId {
+        self.map.borrow().group_for(account, gateway)
+    }
+
+    /// The address a remote router would call first for `group`, if it knows its leader.
+    pub fn known_leader(&self, group: GroupId) -> Option<String> {
+        self.remote.as_ref()?.known_leader(group)
+    }
+
+    fn sub_shards(&self, account: &str, gateway: &str) -> Vec<SubShard> {
+        self.map.borrow().sub_shards(account, gateway)
+    }
+
+    /// Calls `call` on every group in `groups` at once; the replies in the same order.
+    async fn fan_out<M, R, F, Fut>(
+        &self,
+        groups: &[GroupId],
+        message: &M,
+        call: F,
+    ) -> Result<Vec<R>, Status>
+    where
+        M: Clone,
+        F: Fn(Arc<dyn Shard>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let calls = groups.iter().map(|&group| {
+            let shard = self.groups.shard(group);
+            let message = message.clone();
+            let call = &call;
+            async move { call(shard?, Request::new(message)).await }
+        });
+        join_all(calls)
+            .await
+            .into_iter()
+            .map(|reply| reply.map(Response::into_inner))
+            .collect()
+    }
+
+    /// Sends an ingest batch's logs to the groups their times fall in, at once.
+    async fn ingest_by_group(&self, request: IngestRequest) -> Result<IngestResponse, Status> {
+        let mut by_group: HashMap<GroupId, Vec<IngestEntry>> = HashMap::new();
+        {
+            let map = self.map.borrow();
+            for entry in request.entries {
+                let record = entry
+                    .record
+                    .as_ref()
+                    .ok_or_else(|| Status::invalid_argument("ingest entry without a record"))?;
+                let group =
+                    map.group_at(&record.account_id, &record.gateway_id, record.created_at_ms);
+                by_group.entry(group).or_default().push(entry);
+            }
+        }
+        let parts = by_group.into_iter().map(|(group, entries)| async move {
+            self.groups
+                .shard(group)?
+                .ingest(Request::new(IngestRequest { entries }))
+                .await
+        });
+        let mut accepted = 0u32;
+        for reply in join_all(parts).await {
+            accepted = accepted.saturating_add(reply?.into_inner().accepted);
+        }
+        Ok(IngestResponse { accepted })
+    }
+
+    /// One page of a split gateway's logs: the first `page × per_page` of every sub-shard
+    /// that can hold a match, merged.
+    async fn list_merged(
+        &self,
+        request: ListLogsRequest,
+        subs: &[SubShard],
+    ) -> Result<ListLogsResponse, Status> {
+        let query = request.query.clone().unwrap_or_default();
+        let per_page = request.per_page.clamp(1, MAX_LISTED_ROWS);
+        let want = u64::from(request.page.max(1)) * u64::from(per_page);
+        let want = u32::try_from(want)
+            .ok()
+            .filter(|w| *w <= MAX_LISTED_ROWS)
+            .ok_or_else(|| too_deep(want))?;
+        let cursor_ms = request.after_id.as_deref().map(id_ms);
+        let groups = candidates(subs, &query, cursor_ms);
+        let part = ListLogsRequest {
+            query: request.query,
+            page: 1,
+            per_page: want,
+            after_id: request.after_id,
+        };
+        let replies = self
+            .fan_out(&groups, &part, |shard, r| async move {
+                shard.list_logs(r).await
+            })
+            .await?;
+        let total_count = replies.iter().map(|r| r.total_count).sum();
+        let rows = merge(&query, replies.into_iter().map(|r| r.logs));
+        let skip = (request.page.max(1) as usize - 1) * per_page as usize;
+        Ok(ListLogsResponse {
+            logs: rows
+                .into_iter()
+                .skip(skip)
+                .take(per_page as usize)
+                .collect(),
+            total_count,
+        })
+    }
+
+    /// Deletes a split gateway's logs matching a query: with a limit, the first `limit` of the
+    /// merged order, each sub-shard deleting its own share of them.
+    async fn delete_merged(
+        &self,
+        request: DeleteLogsRequest,
+        subs: &[SubShard],
+    ) -> Result<DeleteLogsResponse, Status> {
+        let query = request.query.clone().unwrap_or_default();
+        let groups = candidates(subs, &query, None);
+        let shares: Vec<(GroupId, u32)> = if request.limit == 0 {
+            groups.iter().map(|&g| (g, 0)).collect()
+        } else {
+            let limit = request.limit.min(MAX_LISTED_ROWS);
+            let part = ListLogsRequest {
+                query: request.query.clone(),
+                page: 1,
+                per_page: limit,
+                after_id: None,
+            };
+            let replies = self
+                .fan_out(&groups, &part, |shard, r| async move {
+                    shard.list_logs(r).await
+                })
+                .await?;
+            let tagged = groups
+                .iter()
+                .zip(replies)
+                .flat_map(|(&g, r)| r.logs.into_iter().map(move |log| (g, log)));
+            let mut rows: Vec<(GroupId, LogRecord)> = tagged.collect();
+            rows.sort_by(|a, b| compare_logs(order_of(&query), query.ascending, &a.1, &b.1));
+            let mut shares: HashMap<GroupId, u32> = HashMap::new();
+            for (group, _) in rows.iter().take(limit as usize) {
+                *shares.entry(*group).or_default() += 1;
+            }
+            shares.into_iter().collect()
+        };
+        let calls = shares.into_iter().map(|(group, limit)| {
+            let request = DeleteLogsRequest {
+                query: request.query.clone(),
+                limit,
+            };
+            async move {
+                self.groups
+                    .shard(group)?
+                    .delete_logs(Request::new(request))
+                    .await
+            }
+        });
+        let mut deleted = 0;
+        for reply in join_all(calls).await {
+            deleted += reply?.into_inner().deleted;
+        }
+        Ok(DeleteLogsResponse { deleted })
+    }
+
+    /// Calls `call` for the log `id` on the sub-shard its time falls in, then on the
+    /// earlier ones while it is not found.
+    async fn by_id<M, R, F, Fut>(
+        &self,
+        (account, gateway, id): (&str, &str, &[u8]),
+        message: M,
+        call: F,
+    ) -> Result<Response<R>, Status>
+    where
+        M: Clone,
+        F: Fn(Arc<dyn Shard>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let subs = self.sub_shards(account, gateway);
+        let ms = id_ms(id);
+        let home = subs.iter().rposition(|s| s.from_ms <= ms).unwrap_or(0);
+        let order = (0..=home).rev().chain(home + 1..subs.len());
+        let mut last = Status::not_found("no sub-shard");
+        for i in order {
+            match call(
+                self.groups.shard(subs[i].group)?,
+                Request::new(message.clone()),
+            )
+            .await
+            {
+                Err(status) if status.code() == Code::NotFound => last = status,
+                reply => return reply,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The time (Unix ms) in a ULID's first 48 bits; 0 for a malformed id (the shard names it).
+fn id_ms(id: &[u8]) -> i64 {
+    match id.get(..6) {
+        Some(b) => i64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]),
+        None => 0,
+    }
+}
+
+fn too_deep(want: u64) -> Status {
+    Status::invalid_argument(format!(
+        "page × per_page is {want}, past the {MAX_LISTED_ROWS} logs a split gateway's listing \
+         reaches by page number: page on with a cursor instead"
+    ))
+}
+
+fn order_of(query: &LogQuery) -> OrderBy {
+    OrderBy::try_from(query.order_by).unwrap_or(OrderBy::CreatedAt)
+}
+
+/// The sub-shards that can hold a match of `query`: those starting before its upper time
+/// bound (a `created_at` lt or eq filter, or a newest-first cursor).
+fn candidates(subs: &[SubShard], query: &LogQuery, cursor_ms: Option<i64>) -> Vec<GroupId> {
+    let mut before = i64::MAX;
+    for filter in query.filters.iter().filter(|f| f.key == "created_at") {
+        let [value] = filter.values.as_slice() else {
+            continue;
+        };
+        let Some(filter_value::Kind::Number(t)) = value.kind else {
+            continue;
+        };
+        #[allow(clippy::cast_possible_truncation)]
+        let t = t.floor() as i64;
+        match FilterOperator::try_from(filter.operator) {
+            Ok(FilterOperator::Lt) => before = before.min(t),
+            Ok(FilterOperator::Eq) => before = before.min(t.saturating_add(1)),
+            _ => {}
+        }
+    }
+    if let Some(ms) = cursor_ms.filter(|_| !query.ascending) {
+        before = before.min(ms.saturating_add(1));
+    }
+    subs.iter()
+        .filter(|s| s.from_ms < before)
+        .map(|s| s.group)
+        .collect()
+}
+
+/// The rows of every sub-shard's sorted page, in the listing's order. The pages are sorted
+/// runs, which the standard sort merges as such.
+fn merge(query: &LogQuery, pages: impl Iterator<Item = Vec<LogRecord>>) -> Vec<LogRecord> {
+    let mut rows: Vec<LogRecord> = pages.flatten().collect();
+    rows.sort_by(|a, b| compare_logs(order_of(query), query.ascending, a, b));
+    rows
+}
+
+/// The group an ingest request names in [`GROUP_METADATA`]: its logs were placed when they
+/// were shipped, and a retry must not place them anew (the map may have changed since).
+fn pinned_group<T>(request: &Request<T>) -> Result<Option<GroupId>, Status> {
+    let Some(value) = request.metadata().get(GROUP_METADATA) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "`{GROUP_METADATA}` metadata must be a group id, got {value:?}"
+            ))
+        })
+}
+
+fn gateway_of(query: Option<&LogQuery>) -> Result<(&str, &str), Status> {
+    let query = query.ok_or_else(|| Status::invalid_argument("missing query"))?;
+    Ok((&query.account_id, &query.gateway_id))
+}
+
+#[tonic::async_trait]
+impl Shard for ShardRouter {
+    async fn ingest(
+        &self,
+        request: Request<IngestRequest>,
+    ) -> Result<Response<IngestResponse>, Status> {
+        match pinned_group(&request)? {
+            Some(group) => {
+                let request = Request::new(request.into_inner());
+                self.groups.shard(group)?.ingest(request).await
+            }
+            None => self
+                .ingest_by_group(request.into_inner())
+                .await
+                .map(Response::new),
+        }
+    }
+
+    async fn list_logs(
+        &self,
+        request: Request<ListLogsRequest>,
+    ) -> Result<Response<ListLogsResponse>, Status> {
+        let (account, gateway) = gateway_of(request.get_ref().query.as_ref())?;
+        match self.sub_shards(account, gateway).as_slice() {
+            [one] => self.groups.shard(one.group)?.list_logs(request).await,
+            subs => self
+                .list_merged(request.into_inner(), subs)
+                .await
+                .map(Response::new),
+        }
+    }
+
+    async fn get_log(
+        &self,
+        request: Request<GetLogRequest>,
+    ) -> Result<Response<GetLogResponse>, Status> {
+        let r = request.into_inner();
+        self.by_id(
+            (&r.account_id, &r.gateway_id, &r.id),
+            r.clone(),
+            |s, r| async move { s.get_log(r).await },
+        )
+        .await
+    }
+
+    async fn get_body(
+        &self,
+        request: Request<GetBodyRequest>,
+    ) -> Result<Response<GetBodyResponse>, Status> {
+        let r = request.into_inner();
+        self.by_id(
+            (&r.account_id, &r.gateway_id, &r.id),
+            r.clone(),
+            |s, r| async move { s.get_body(r).await },
+        )
+        .await
+    }
+
+    async fn update_log(
+        &self,
+        request: Request<UpdateLogRequest>,
+    ) -> Result<Response<UpdateLogResponse>, Status> {
+        let r = request.into_inner();
+        self.by_id(
+            (&r.account_id, &r.gateway_id, &r.id),
+            r.clone(),
+            |s, r| async move { s.update_log(r).await },
+        )
+        .await
+    }
+
+    async fn delete_logs(
+        &self,
+        request: Request<DeleteLogsRequest>,
+    ) -> Result<Response<DeleteLogsResponse>, Status> {
+        let (account, gateway) = gateway_of(request.get_ref().query.as_ref())?;
+        match self.sub_shards(account, gateway).as_slice() {
+            [one] => self.groups.shard(one.group)?.delete_logs(request).await,
+            subs => self
+                .delete_merged(request.into_inner(), subs)
+                .await
+                .map(Response::new),
+        }
+    }
+
+    async fn delete_gateway(
+        &self,
+        request: Request<DeleteGatewayRequest>,
+    ) -> Result<Response<DeleteGatewayResponse>, Status> {
+        let r = request.into_inner();
+        let groups: Vec<GroupId> = self
+            .sub_shards(&r.account_id, &r.gateway_id)
+            .iter()
+            .map(|s| s.group)
+            .collect();
+        let replies = self
+            .fan_out(&groups, &r, |shard, r| async move {
+                shard.delete_gateway(r).await
+            })
+            .await?;
+        Ok(Response::new(DeleteGatewayResponse {
+            deleted: replies.iter().map(|r| r.deleted).sum(),
+        }))
+    }
+}
