@@ -27,6 +27,7 @@ use aigw_proto::shard::{
     UpdateLogRequest, UpdateLogResponse, filter_value,
 };
 use aigw_proto::{GROUP_METADATA, MAX_LISTED_ROWS, compare_logs};
+use bytes::Bytes;
 use futures_util::future::join_all;
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
@@ -155,43 +156,80 @@ impl ShardRouter {
     }
 
     /// One page of a split gateway's logs: the first `page × per_page` of every sub-shard
-    /// that can hold a match, merged.
+    /// that can hold a match, merged. Deeper pages in creation order walk there by cursor,
+    /// [`MAX_LISTED_ROWS`] at a time; in other orders they are refused.
     async fn list_merged(
         &self,
         request: ListLogsRequest,
         subs: &[SubShard],
     ) -> Result<ListLogsResponse, Status> {
         let query = request.query.clone().unwrap_or_default();
+        let groups = candidates(subs, &query);
         let per_page = request.per_page.clamp(1, MAX_LISTED_ROWS);
-        let want = u64::from(request.page.max(1)) * u64::from(per_page);
-        let want = u32::try_from(want)
-            .ok()
-            .filter(|w| *w <= MAX_LISTED_ROWS)
-            .ok_or_else(|| too_deep(want))?;
-        let cursor_ms = request.after_id.as_deref().map(id_ms);
-        let groups = candidates(subs, &query, cursor_ms);
+        let skip = u64::from(request.page.max(1) - 1) * u64::from(per_page);
+        let want = skip + u64::from(per_page);
+        if let Ok(want) = u32::try_from(want)
+            && want <= MAX_LISTED_ROWS
+        {
+            let (rows, total_count) = self
+                .merged_page(&groups, &query, request.after_id, want)
+                .await?;
+            return Ok(ListLogsResponse {
+                logs: rows.into_iter().skip(skip as usize).collect(),
+                total_count,
+            });
+        }
+        if order_of(&query) != OrderBy::CreatedAt {
+            return Err(too_deep(want));
+        }
+        let mut after = request.after_id;
+        let mut left = skip;
+        while left > 0 {
+            let chunk =
+                u32::try_from(left.min(u64::from(MAX_LISTED_ROWS))).unwrap_or(MAX_LISTED_ROWS);
+            let (rows, total_count) = self.merged_page(&groups, &query, after, chunk).await?;
+            match rows.last() {
+                Some(last) if rows.len() == chunk as usize => after = Some(last.id.clone()),
+                // The page lies past the last log.
+                _ => {
+                    return Ok(ListLogsResponse {
+                        logs: Vec::new(),
+                        total_count,
+                    });
+                }
+            }
+            left -= u64::from(chunk);
+        }
+        let (logs, total_count) = self.merged_page(&groups, &query, after, per_page).await?;
+        Ok(ListLogsResponse { logs, total_count })
+    }
+
+    /// The first `count` logs of `groups` matching `query` (from `after_id` on), merged, and
+    /// the number of matches.
+    async fn merged_page(
+        &self,
+        groups: &[GroupId],
+        query: &LogQuery,
+        after_id: Option<Bytes>,
+        count: u32,
+    ) -> Result<(Vec<LogRecord>, u64), Status> {
         let part = ListLogsRequest {
-            query: request.query,
+            query: Some(query.clone()),
             page: 1,
-            per_page: want,
-            after_id: request.after_id,
+            per_page: count,
+            after_id,
         };
         let replies = self
-            .fan_out(&groups, &part, |shard, r| async move {
-                shard.list_logs(r).await
-            })
+            .fan_out(
+                groups,
+                &part,
+                |shard, r| async move { shard.list_logs(r).await },
+            )
             .await?;
         let total_count = replies.iter().map(|r| r.total_count).sum();
-        let rows = merge(&query, replies.into_iter().map(|r| r.logs));
-        let skip = (request.page.max(1) as usize - 1) * per_page as usize;
-        Ok(ListLogsResponse {
-            logs: rows
-                .into_iter()
-                .skip(skip)
-                .take(per_page as usize)
-                .collect(),
-            total_count,
-        })
+        let mut rows = merge(query, replies.into_iter().map(|r| r.logs));
+        rows.truncate(count as usize);
+        Ok((rows, total_count))
     }
 
     /// Deletes a split gateway's logs matching a query: with a limit, the first `limit` of the
@@ -202,7 +240,7 @@ impl ShardRouter {
         subs: &[SubShard],
     ) -> Result<DeleteLogsResponse, Status> {
         let query = request.query.clone().unwrap_or_default();
-        let groups = candidates(subs, &query, None);
+        let groups = candidates(subs, &query);
         let shares: Vec<(GroupId, u32)> = if request.limit == 0 {
             groups.iter().map(|&g| (g, 0)).collect()
         } else {
@@ -293,7 +331,8 @@ fn id_ms(id: &[u8]) -> i64 {
 fn too_deep(want: u64) -> Status {
     Status::invalid_argument(format!(
         "page × per_page is {want}, past the {MAX_LISTED_ROWS} logs a split gateway's listing \
-         reaches by page number: page on with a cursor instead"
+         reaches by page number in an order other than created_at: order by created_at and \
+         page with a cursor"
     ))
 }
 
@@ -302,8 +341,9 @@ fn order_of(query: &LogQuery) -> OrderBy {
 }
 
 /// The sub-shards that can hold a match of `query`: those starting before its upper time
-/// bound (a `created_at` lt or eq filter, or a newest-first cursor).
-fn candidates(subs: &[SubShard], query: &LogQuery, cursor_ms: Option<i64>) -> Vec<GroupId> {
+/// bound (a `created_at` lt or eq filter). A cursor prunes nothing: `total_count` counts
+/// every match, before the cursor too.
+fn candidates(subs: &[SubShard], query: &LogQuery) -> Vec<GroupId> {
     let mut before = i64::MAX;
     for filter in query.filters.iter().filter(|f| f.key == "created_at") {
         let [value] = filter.values.as_slice() else {
@@ -319,9 +359,6 @@ fn candidates(subs: &[SubShard], query: &LogQuery, cursor_ms: Option<i64>) -> Ve
             Ok(FilterOperator::Eq) => before = before.min(t.saturating_add(1)),
             _ => {}
         }
-    }
-    if let Some(ms) = cursor_ms.filter(|_| !query.ascending) {
-        before = before.min(ms.saturating_add(1));
     }
     subs.iter()
         .filter(|s| s.from_ms < before)
@@ -463,5 +500,297 @@ impl Shard for ShardRouter {
         Ok(Response::new(DeleteGatewayResponse {
             deleted: replies.iter().map(|r| r.deleted).sum(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aigw_placement::NodeInfo;
+    use aigw_proto::shard::{Filter, FilterValue};
+    use ulid::Ulid;
+
+    use super::*;
+
+    const ACCOUNT: &str = "acct";
+    const GATEWAY: &str = "gw";
+
+    /// One group's logs in memory, listed newest first as a shard lists them.
+    #[derive(Default)]
+    struct Rows {
+        rows: Mutex<Vec<LogRecord>>,
+        lists: AtomicUsize,
+    }
+
+    fn not_here() -> Status {
+        Status::unimplemented("not needed here")
+    }
+
+    #[tonic::async_trait]
+    impl Shard for Rows {
+        async fn ingest(
+            &self,
+            request: Request<IngestRequest>,
+        ) -> Result<Response<IngestResponse>, Status> {
+            let mut rows = self.rows.lock().unwrap();
+            let entries = request.into_inner().entries;
+            let accepted = entries.len() as u32;
+            rows.extend(entries.into_iter().filter_map(|e| e.record));
+            rows.sort_by(|a, b| b.id.cmp(&a.id));
+            Ok(Response::new(IngestResponse { accepted }))
+        }
+
+        async fn list_logs(
+            &self,
+            request: Request<ListLogsRequest>,
+        ) -> Result<Response<ListLogsResponse>, Status> {
+            self.lists.fetch_add(1, Ordering::Relaxed);
+            let r = request.into_inner();
+            let rows = self.rows.lock().unwrap();
+            let after = r.after_id.clone();
+            let logs = rows
+                .iter()
+                .filter(|l| after.as_ref().is_none_or(|a| l.id < *a))
+                .skip((r.page.max(1) as usize - 1) * r.per_page as usize)
+                .take(r.per_page as usize)
+                .cloned()
+                .collect();
+            Ok(Response::new(ListLogsResponse {
+                logs,
+                total_count: rows.len() as u64,
+            }))
+        }
+
+        async fn get_log(
+            &self,
+            request: Request<GetLogRequest>,
+        ) -> Result<Response<GetLogResponse>, Status> {
+            let id = request.into_inner().id;
+            let rows = self.rows.lock().unwrap();
+            match rows.iter().find(|l| l.id == id) {
+                Some(log) => Ok(Response::new(GetLogResponse {
+                    log: Some(log.clone()),
+                })),
+                None => Err(Status::not_found("no such log")),
+            }
+        }
+
+        async fn get_body(
+            &self,
+            _: Request<GetBodyRequest>,
+        ) -> Result<Response<GetBodyResponse>, Status> {
+            Err(not_here())
+        }
+
+        async fn update_log(
+            &self,
+            _: Request<UpdateLogRequest>,
+        ) -> Result<Response<UpdateLogResponse>, Status> {
+            Err(not_here())
+        }
+
+        async fn delete_logs(
+            &self,
+            _: Request<DeleteLogsRequest>,
+        ) -> Result<Response<DeleteLogsResponse>, Status> {
+            Err(not_here())
+        }
+
+        async fn delete_gateway(
+            &self,
+            _: Request<DeleteGatewayRequest>,
+        ) -> Result<Response<DeleteGatewayResponse>, Status> {
+            Err(not_here())
+        }
+    }
+
+    #[derive(Default)]
+    struct Groups(Mutex<HashMap<GroupId, Arc<Rows>>>);
+
+    impl Groups {
+        fn rows(&self, group: GroupId) -> Arc<Rows> {
+            self.0.lock().unwrap().entry(group).or_default().clone()
+        }
+    }
+
+    impl GroupShards for Arc<Groups> {
+        fn shard(&self, group: GroupId) -> Result<Arc<dyn Shard>, Status> {
+            Ok(self.rows(group))
+        }
+    }
+
+    fn log(ms: u64) -> IngestEntry {
+        let id = Ulid::from_parts(ms, u128::from(ms));
+        IngestEntry {
+            record: Some(LogRecord {
+                id: id.to_bytes().to_vec().into(),
+                created_at_ms: ms as i64,
+                account_id: ACCOUNT.into(),
+                gateway_id: GATEWAY.into(),
+                ..LogRecord::default()
+            }),
+            ..IngestEntry::default()
+        }
+    }
+
+    fn ms_of(log: &LogRecord) -> i64 {
+        id_ms(&log.id)
+    }
+
+    async fn list(router: &ShardRouter, page: u32, after: Option<&LogRecord>) -> ListLogsResponse {
+        let query = LogQuery {
+            account_id: ACCOUNT.into(),
+            gateway_id: GATEWAY.into(),
+            ..LogQuery::default()
+        };
+        list_query(router, query, page, after).await
+    }
+
+    async fn list_query(
+        router: &ShardRouter,
+        query: LogQuery,
+        page: u32,
+        after: Option<&LogRecord>,
+    ) -> ListLogsResponse {
+        router
+            .list_logs(Request::new(ListLogsRequest {
+                query: Some(query),
+                page,
+                per_page: 10,
+                after_id: after.map(|l| l.id.clone()),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn ingest(router: &ShardRouter, times: impl Iterator<Item = u64>) {
+        let entries = times.map(log).collect();
+        router
+            .ingest(Request::new(IngestRequest { entries }))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cursor_scan_stays_exact_across_a_split_and_reads_merge_sub_shards() {
+        let map = ShardMap::plan([NodeInfo::active(1, "n1:1")], 1, 1, 8).unwrap();
+        let (map_tx, map_rx) = watch::channel(Arc::new(map.clone()));
+        let groups = Arc::new(Groups::default());
+        let router = ShardRouter::over(map_rx, Arc::new(groups.clone()));
+        ingest(&router, 1_001..=1_030).await;
+
+        // The first page of a scan, then the gateway splits and newer logs go elsewhere.
+        let first = list(&router, 1, None).await;
+        let times: Vec<i64> = first.logs.iter().map(ms_of).collect();
+        assert_eq!(times, (1_021..=1_030).rev().collect::<Vec<_>>());
+        let split = map.split(ACCOUNT, GATEWAY, 1_100, 1, 8).unwrap();
+        map_tx.send_replace(Arc::new(split));
+        ingest(&router, 1_100..1_120).await;
+        assert_eq!(groups.rows(1).rows.lock().unwrap().len(), 30);
+        assert_eq!(groups.rows(2).rows.lock().unwrap().len(), 20);
+
+        // The scan goes on from its cursor: each older log once, none of the newer ones.
+        let mut cursor = first.logs.last().cloned();
+        let mut scanned = times;
+        while let Some(after) = cursor {
+            let page = list(&router, 1, Some(&after)).await;
+            assert_eq!(page.total_count, 50, "totals add up over sub-shards");
+            scanned.extend(page.logs.iter().map(ms_of));
+            cursor = (page.logs.len() == 10)
+                .then(|| page.logs.last().cloned())
+                .flatten();
+        }
+        assert_eq!(scanned, (1_001..=1_030).rev().collect::<Vec<_>>());
+
+        // Page numbers see the merged order: page 3 of 10 is the first of the old sub-shard.
+        let third = list(&router, 3, None).await;
+        assert_eq!(
+            third.logs.iter().map(ms_of).collect::<Vec<_>>(),
+            (1_021..=1_030).rev().collect::<Vec<_>>()
+        );
+
+        // A log an edge placed before it saw the split is still found, by id and in order.
+        let mut late = Request::new(IngestRequest {
+            entries: vec![log(1_150)],
+        });
+        late.metadata_mut().insert(GROUP_METADATA, 1.into());
+        router.ingest(late).await.unwrap();
+        let newest = list(&router, 1, None).await;
+        assert_eq!(ms_of(&newest.logs[0]), 1_150);
+        let id = newest.logs[0].id.clone();
+        let found = router
+            .get_log(Request::new(GetLogRequest {
+                account_id: ACCOUNT.into(),
+                gateway_id: GATEWAY.into(),
+                id,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(found.into_inner().log.map(|l| l.created_at_ms), Some(1_150));
+
+        // A query ending before the split does not ask the new sub-shard.
+        let before = groups.rows(2).lists.load(Ordering::Relaxed);
+        let query = LogQuery {
+            account_id: ACCOUNT.into(),
+            gateway_id: GATEWAY.into(),
+            filters: vec![Filter {
+                key: "created_at".into(),
+                operator: FilterOperator::Lt as i32,
+                values: vec![FilterValue {
+                    kind: Some(filter_value::Kind::Number(1_050.0)),
+                }],
+            }],
+            ..LogQuery::default()
+        };
+        list_query(&router, query, 1, None).await;
+        assert_eq!(groups.rows(2).lists.load(Ordering::Relaxed), before);
+
+        // Past 10,000 logs by page number: walked to by cursor in creation order (here past
+        // the last log), refused in other orders.
+        let deep = |order_by: OrderBy| ListLogsRequest {
+            query: Some(LogQuery {
+                account_id: ACCOUNT.into(),
+                gateway_id: GATEWAY.into(),
+                order_by: order_by as i32,
+                ..LogQuery::default()
+            }),
+            page: 1_001,
+            per_page: 10,
+            after_id: None,
+        };
+        let past = router
+            .list_logs(Request::new(deep(OrderBy::CreatedAt)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(past.logs.is_empty());
+        assert_eq!(past.total_count, 51);
+        let err = router
+            .list_logs(Request::new(deep(OrderBy::Model)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("cursor"), "{}", err.message());
+    }
+
+    #[tokio::test]
+    async fn deep_pages_of_a_split_gateway_are_walked_to_by_cursor() {
+        let map = ShardMap::plan([NodeInfo::active(1, "n1:1")], 1, 1, 8).unwrap();
+        let split = map.split(ACCOUNT, GATEWAY, 20_000, 1, 8).unwrap();
+        let (_map_tx, map_rx) = watch::channel(Arc::new(split));
+        let router = ShardRouter::over(map_rx, Arc::new(Arc::new(Groups::default())));
+        // 12,000 logs before the split's start, 12,000 after: two sub-shards.
+        ingest(&router, (10_000..22_000).chain(30_000..42_000)).await;
+        let page = list(&router, 2_001, None).await;
+        assert_eq!(page.total_count, 24_000);
+        // Newest first: positions 20,000..20,010 are 42,000 − 1 − 12,000 − 8,000 down.
+        assert_eq!(
+            page.logs.iter().map(ms_of).collect::<Vec<_>>(),
+            (13_990..14_000).rev().collect::<Vec<_>>()
+        );
     }
 }

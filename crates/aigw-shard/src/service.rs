@@ -154,11 +154,17 @@ impl ShardService {
                     Ok(None) => Ok(()),
                     Err(e) => Err(e),
                 };
-                if let Err(e) = stored {
-                    tracing::warn!(%account, %gateway, error = %e.message(), "usage report failed; the stored quota applies");
-                    // Tried again (while this replica leads) even if no more logs arrive.
-                    tokio::time::sleep(RETRY_REPORT).await;
-                    service.report_again(account, gateway);
+                match stored {
+                    // Rows that went in while the report was in flight found no report to
+                    // trigger: look again, or the last of them would go unreported until
+                    // the next log arrives.
+                    Ok(()) => service.report_again(account, gateway),
+                    Err(e) => {
+                        tracing::warn!(%account, %gateway, error = %e.message(), "usage report failed; the stored quota applies");
+                        // Tried again (while this replica leads) even if no more logs arrive.
+                        tokio::time::sleep(RETRY_REPORT).await;
+                        service.report_again(account, gateway);
+                    }
                 }
             });
         }
