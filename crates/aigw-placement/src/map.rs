@@ -138,7 +138,9 @@ pub struct ShardMap {
     nodes: BTreeMap<NodeId, NodeInfo>,
     groups: BTreeMap<GroupId, GroupPlacement>,
     hashed_groups: u64,
-    sub_shards: BTreeMap<String, Vec<SubShard>>,
+    /// Account → gateway → its sub-shards, for split gateways (looked up on every log an
+    /// edge ships, without allocating).
+    sub_shards: BTreeMap<String, BTreeMap<String, Vec<SubShard>>>,
 }
 
 /// The serialized shape of a [`ShardMap`], validated before it becomes one.
@@ -151,12 +153,7 @@ struct RawShardMap {
     #[serde(default)]
     hashed_groups: u64,
     #[serde(default)]
-    sub_shards: BTreeMap<String, Vec<SubShard>>,
-}
-
-/// The key of a gateway's sub-shard list (account and gateway ids hold no NUL).
-fn split_key(account: &str, gateway: &str) -> String {
-    format!("{account}\0{gateway}")
+    sub_shards: BTreeMap<String, BTreeMap<String, Vec<SubShard>>>,
 }
 
 impl TryFrom<RawShardMap> for ShardMap {
@@ -210,12 +207,13 @@ impl TryFrom<RawShardMap> for ShardMap {
             }
         };
         let mut split_groups = BTreeSet::new();
-        for (key, subs) in &raw.sub_shards {
+        let split = raw
+            .sub_shards
+            .iter()
+            .flat_map(|(account, gateways)| gateways.iter().map(move |(g, s)| (account, g, s)));
+        for (account, gateway, subs) in split {
             let invalid = |reason: &str| {
-                PlacementError::InvalidSplit(format!(
-                    "gateway {:?}: {reason}",
-                    key.replace('\0', "/")
-                ))
+                PlacementError::InvalidSplit(format!("gateway {account}/{gateway}: {reason}"))
             };
             if subs.len() < 2 {
                 return Err(invalid("a split gateway has at least 2 sub-shards"));
@@ -331,15 +329,19 @@ impl ShardMap {
             .groups
             .insert(group, GroupPlacement::new(walk(&ring, group, replication)));
         subs.push(SubShard { group, from_ms });
-        split.sub_shards.insert(split_key(account, gateway), subs);
+        split
+            .sub_shards
+            .entry(account.to_owned())
+            .or_default()
+            .insert(gateway.to_owned(), subs);
         Ok(split)
     }
 
     /// The sub-shards of `account`/`gateway` in time order: one (its hashed group, from the
     /// beginning of time) until it is split.
     pub fn sub_shards(&self, account: &str, gateway: &str) -> Vec<SubShard> {
-        match self.sub_shards.get(&split_key(account, gateway)) {
-            Some(subs) => subs.clone(),
+        match self.split_of(account, gateway) {
+            Some(subs) => subs.to_vec(),
             None => vec![SubShard {
                 group: self.group_for(account, gateway),
                 from_ms: i64::MIN,
@@ -347,15 +349,22 @@ impl ShardMap {
         }
     }
 
+    fn split_of(&self, account: &str, gateway: &str) -> Option<&[SubShard]> {
+        self.sub_shards
+            .get(account)?
+            .get(gateway)
+            .map(Vec::as_slice)
+    }
+
     /// Whether `account`/`gateway` has been split.
     pub fn is_split(&self, account: &str, gateway: &str) -> bool {
-        self.sub_shards.contains_key(&split_key(account, gateway))
+        self.split_of(account, gateway).is_some()
     }
 
     /// The group that takes a log of `account`/`gateway` created at `created_at_ms`: the last
     /// sub-shard starting at or before it.
     pub fn group_at(&self, account: &str, gateway: &str, created_at_ms: i64) -> GroupId {
-        match self.sub_shards.get(&split_key(account, gateway)) {
+        match self.split_of(account, gateway) {
             Some(subs) => subs
                 .iter()
                 .rev()

@@ -555,7 +555,7 @@ fn a_split_adds_a_placed_group_that_takes_the_gateways_newer_logs() {
 
     // A map whose sub-shards point at hashed groups is refused.
     let mut value = serde_json::to_value(&twice).expect("json");
-    value["sub_shards"]["acct\u{0}gw"][1]["group"] = serde_json::json!(2);
+    value["sub_shards"]["acct"]["gw"][1]["group"] = serde_json::json!(2);
     let err = serde_json::from_value::<ShardMap>(value).expect_err("invalid");
     assert!(err.to_string().contains("not a split group"), "{err}");
 }
