@@ -149,16 +149,13 @@ def test_create_invalid_setting_is_a_bad_request_naming_it(cf, setting, value):
     assert_api_error(info.value, 400, 3002, f"`{setting}`")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DESIGN.md §3 lists retry_* among the gateway settings; aigw refuses any non-null "
-    "retry_* with 400 (`this setting is not supported by aigw`)",
-)
 def test_create_with_retry_settings(cf):
     account, gw_id = unique_id("acct"), unique_id("gw")
     retry = {"retry_max_attempts": 3, "retry_delay": 500, "retry_backoff": "exponential"}
     created = cf.ai_gateway.create(account_id=account, id=gw_id, **MINIMAL_GATEWAY_SETTINGS, **retry)
     assert {k: getattr(created, k) for k in retry} == retry
+    fetched = cf.ai_gateway.get(gw_id, account_id=account)
+    assert {k: getattr(fetched, k) for k in retry} == retry
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aigw_proto::admin::{
     CreateGatewayRequest, Gateway, GatewayRef, GatewaySettings, ListGatewaysRequest,
-    LogManagementStrategy, RateLimitingTechnique, UpdateGatewayRequest,
+    LogManagementStrategy, RateLimitingTechnique, RetryBackoff, UpdateGatewayRequest,
 };
 use aigw_proto::shard::DeleteGatewayRequest;
 use axum::extract::{RawQuery, State};
@@ -26,6 +26,15 @@ use crate::timefmt::format_ms;
 enum Technique {
     Fixed,
     Sliding,
+}
+
+/// `retry_backoff` on the wire.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Backoff {
+    Constant,
+    Linear,
+    Exponential,
 }
 
 /// `log_management_strategy` on the wire.
@@ -62,7 +71,13 @@ struct GatewayBody {
     logpush: Option<bool>,
     #[serde(default)]
     logpush_public_key: Option<String>,
-    /// Settings of Cloudflare features aigw lacks (`dlp`, `guardrails`, `retry_*`, `zdr`, ...).
+    #[serde(default)]
+    retry_max_attempts: Option<u32>,
+    #[serde(default)]
+    retry_delay: Option<u32>,
+    #[serde(default)]
+    retry_backoff: Option<Backoff>,
+    /// Settings of Cloudflare features aigw lacks (`dlp`, `guardrails`, `zdr`, ...).
     #[serde(flatten)]
     other: BTreeMap<String, serde_json::Value>,
 }
@@ -87,6 +102,21 @@ impl GatewayBody {
                 "must be at least 1 (or null for the plan default)",
             ));
         }
+        if self
+            .retry_max_attempts
+            .is_some_and(|n| !(1..=5).contains(&n))
+        {
+            return Err(ApiError::body(
+                "retry_max_attempts",
+                "must be between 1 and 5",
+            ));
+        }
+        if self.retry_delay.is_some_and(|ms| ms > 60_000) {
+            return Err(ApiError::body(
+                "retry_delay",
+                "must be between 0 and 60000 ms",
+            ));
+        }
         let technique = match self.rate_limiting_technique {
             Some(Technique::Sliding) => RateLimitingTechnique::Sliding,
             Some(Technique::Fixed) | None => RateLimitingTechnique::Fixed,
@@ -108,6 +138,15 @@ impl GatewayBody {
             log_management_strategy: strategy.into(),
             logpush: self.logpush.unwrap_or(false),
             logpush_public_key: self.logpush_public_key.filter(|k| !k.is_empty()),
+            retry_max_attempts: self.retry_max_attempts,
+            retry_delay: self.retry_delay,
+            retry_backoff: match self.retry_backoff {
+                None => RetryBackoff::Unspecified,
+                Some(Backoff::Constant) => RetryBackoff::Constant,
+                Some(Backoff::Linear) => RetryBackoff::Linear,
+                Some(Backoff::Exponential) => RetryBackoff::Exponential,
+            }
+            .into(),
         })
     }
 }
@@ -131,6 +170,9 @@ struct GatewayView {
     log_management_strategy: Option<Strategy>,
     logpush: bool,
     logpush_public_key: Option<String>,
+    retry_max_attempts: Option<u32>,
+    retry_delay: Option<u32>,
+    retry_backoff: Option<Backoff>,
 }
 
 impl TryFrom<Gateway> for GatewayView {
@@ -163,6 +205,14 @@ impl TryFrom<Gateway> for GatewayView {
             log_management: s.log_management,
             log_management_strategy: strategy,
             logpush: s.logpush,
+            retry_backoff: match s.retry_backoff() {
+                RetryBackoff::Unspecified => None,
+                RetryBackoff::Constant => Some(Backoff::Constant),
+                RetryBackoff::Linear => Some(Backoff::Linear),
+                RetryBackoff::Exponential => Some(Backoff::Exponential),
+            },
+            retry_max_attempts: s.retry_max_attempts,
+            retry_delay: s.retry_delay,
             logpush_public_key: s.logpush_public_key,
         })
     }
@@ -365,7 +415,10 @@ mod tests {
                 "log_management_strategy",
             ),
             (with(json!({"log_management": 0})), "log_management"),
-            (with(json!({"retry_max_attempts": 3})), "retry_max_attempts"),
+            (with(json!({"retry_max_attempts": 9})), "retry_max_attempts"),
+            (with(json!({"retry_delay": 60_001})), "retry_delay"),
+            (with(json!({"retry_backoff": "random"})), "retry_backoff"),
+            (with(json!({"zdr": true})), "zdr"),
             (with(json!({"collect_logs": "yes"})), "collect_logs"),
             (r#"{"collect_logs":true}"#.to_owned(), ""),
             ("[]".to_owned(), ""),

@@ -191,6 +191,9 @@ async fn create_answers_the_sdk_gateway_shape() {
                 "log_management_strategy": "DELETE_OLDEST",
                 "logpush": true,
                 "logpush_public_key": "pk",
+                "retry_max_attempts": 3,
+                "retry_delay": 250,
+                "retry_backoff": "exponential",
                 "zdr": false,
                 "guardrails": null,
             })),
@@ -220,6 +223,9 @@ async fn create_answers_the_sdk_gateway_shape() {
             "log_management_strategy": "DELETE_OLDEST",
             "logpush": true,
             "logpush_public_key": "pk",
+            "retry_max_attempts": 3,
+            "retry_delay": 250,
+            "retry_backoff": "exponential",
         })
     );
     let minimal = h.create_gateway("minimal").await;
@@ -267,9 +273,11 @@ async fn create_rejects_bad_bodies_naming_the_field() {
         (with(json!({"log_management": 0})), "`log_management`"),
         (with(json!({"dlp": {"enabled": true}})), "`dlp`"),
         (
-            with(json!({"retry_max_attempts": 3})),
+            with(json!({"retry_max_attempts": 6})),
             "`retry_max_attempts`",
         ),
+        (with(json!({"retry_delay": 60_001})), "`retry_delay`"),
+        (with(json!({"retry_backoff": "random"})), "`retry_backoff`"),
         (with(json!({"zdr": true})), "`zdr`"),
         (json!([1, 2]), "invalid request body"),
     ];

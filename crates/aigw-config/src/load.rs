@@ -263,6 +263,11 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "must be at least 1".to_owned(),
     );
     check(
+        config.proxy.max_universal_steps >= 1,
+        "proxy.max_universal_steps",
+        "must be at least 1".to_owned(),
+    );
+    check(
         config.proxy.max_body_bytes > 0,
         "proxy.max_body_bytes",
         "must be greater than 0".to_owned(),

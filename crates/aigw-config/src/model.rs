@@ -187,6 +187,8 @@ pub struct ProxyConfig {
     pub connect_timeout_ms: u64,
     /// Idle upstream connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// Most steps in one Universal Endpoint request.
+    pub max_universal_steps: usize,
 }
 
 impl Default for ProxyConfig {
@@ -196,6 +198,7 @@ impl Default for ProxyConfig {
             upstream_timeout_ms: 120_000,
             connect_timeout_ms: 10_000,
             pool_max_idle_per_host: 256,
+            max_universal_steps: 10,
         }
     }
 }

@@ -7,6 +7,7 @@ use aigw_types::{Metadata, MetadataValue};
 use http::HeaderMap;
 
 use crate::error::EdgeError;
+use crate::universal::{Backoff, check_attempts, check_delay};
 
 /// Prefix of gateway control headers; they are consumed by the edge.
 pub const CONTROL_PREFIX: &str = "cf-aig-";
@@ -35,6 +36,12 @@ pub struct Directives {
     pub request_timeout: Option<Duration>,
     /// Whether `cf-aig-authorization` was present.
     pub has_authorization: bool,
+    /// `cf-aig-max-attempts` (Universal Endpoint).
+    pub max_attempts: Option<u32>,
+    /// `cf-aig-retry-delay` (Universal Endpoint).
+    pub retry_delay: Option<Duration>,
+    /// `cf-aig-backoff` (Universal Endpoint).
+    pub backoff: Option<Backoff>,
 }
 
 impl Directives {
@@ -67,8 +74,37 @@ impl Directives {
                 .map(parse_timeout)
                 .transpose()?,
             has_authorization: headers.contains_key("cf-aig-authorization"),
+            max_attempts: checked(headers, "cf-aig-max-attempts", check_attempts)?,
+            retry_delay: checked(headers, "cf-aig-retry-delay", check_delay)?,
+            backoff: text(headers, "cf-aig-backoff")?
+                .map(|v| {
+                    Backoff::parse(v).ok_or_else(|| EdgeError::InvalidHeader {
+                        header: "cf-aig-backoff",
+                        reason: "must be constant, linear or exponential".to_owned(),
+                    })
+                })
+                .transpose()?,
         })
     }
+}
+
+/// A whole-number header, parsed and checked by `check` (whose message names the bound).
+fn checked<T>(
+    headers: &HeaderMap,
+    name: &'static str,
+    check: impl Fn(u64) -> Result<T, String>,
+) -> Result<Option<T>, EdgeError> {
+    text(headers, name)?
+        .map(|v| {
+            v.parse()
+                .map_err(|_| "must be a whole number".to_owned())
+                .and_then(&check)
+                .map_err(|reason| EdgeError::InvalidHeader {
+                    header: name,
+                    reason,
+                })
+        })
+        .transpose()
 }
 
 fn text<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, EdgeError> {

@@ -53,6 +53,14 @@ pub enum EdgeError {
         /// Request path.
         path: String,
     },
+    /// A Universal Endpoint body or step that cannot be run.
+    #[error("invalid Universal Endpoint request: `{field}` {reason}")]
+    InvalidStep {
+        /// The step field (`steps[1].provider`), or `body`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The provider could not be reached.
     #[error("provider `{provider}` is unreachable: {reason}")]
     UpstreamUnreachable {
@@ -83,6 +91,7 @@ impl EdgeError {
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge),
             Self::BodyRead(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidBody),
             Self::RouteNotFound { .. } => (StatusCode::NOT_FOUND, ErrorCode::RouteNotFound),
+            Self::InvalidStep { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidStep),
             Self::UpstreamUnreachable { .. } => {
                 (StatusCode::BAD_GATEWAY, ErrorCode::UpstreamUnreachable)
             }

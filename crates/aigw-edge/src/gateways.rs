@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use crate::universal::Retry;
+
 /// The id of the gateway every account has; it is created on first use.
 pub const DEFAULT_GATEWAY: &str = "default";
 
@@ -11,11 +13,16 @@ pub const DEFAULT_GATEWAY: &str = "default";
 pub struct GatewaySettings {
     /// Whether requests are logged unless `cf-aig-collect-log` says otherwise.
     pub collect_logs: bool,
+    /// How Universal Endpoint steps are retried unless the request says otherwise.
+    pub retry: Retry,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { collect_logs: true }
+        Self {
+            collect_logs: true,
+            retry: Retry::default(),
+        }
     }
 }
 
@@ -94,12 +101,14 @@ mod tests {
             "prod",
             GatewaySettings {
                 collect_logs: false,
+                ..GatewaySettings::default()
             },
         );
         assert_eq!(
             dir.resolve("a", "prod"),
             Some(GatewaySettings {
-                collect_logs: false
+                collect_logs: false,
+                ..GatewaySettings::default()
             })
         );
         assert_eq!(dir.resolve("b", "prod"), None, "gateways are per account");

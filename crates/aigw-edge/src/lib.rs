@@ -2,7 +2,8 @@
 //!
 //! This crate owns the HTTP face of aigw: the axum router, the provider passthrough proxy that
 //! relays responses (streams included) as they arrive while teeing them into a log capture, the
-//! `cf-aig-*` request directives, the bounded queue that ships finished log records to a
+//! [`universal`] endpoint (steps with retries and fallback, each attempt through the same
+//! proxy path), the `cf-aig-*` request directives, the bounded queue that ships finished log records to a
 //! [`LogSink`], and the edge's health and Prometheus endpoints. It must not know how logs are
 //! stored: the store plugs in behind [`LogSink`] and gateway settings behind
 //! [`GatewayDirectory`]; it links no storage, consensus or object-store crates.
@@ -24,6 +25,7 @@ pub mod proxy;
 pub mod route;
 mod shard_sink;
 pub mod shipper;
+pub mod universal;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,12 +43,14 @@ pub use memory_sink::MemorySink;
 pub use metrics::Metrics;
 pub use shard_sink::{Placement, ShardLogSink};
 pub use shipper::{LogEntry, LogShipper, LogSink, PendingLog, ShipperTask, SinkError, SinkFuture};
+pub use universal::{Backoff, Retry};
 
 /// Proxy limits resolved from the configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyLimits {
     max_body_bytes: u64,
     upstream_timeout: Duration,
+    max_universal_steps: usize,
 }
 
 /// Everything request handlers share.
@@ -115,6 +119,7 @@ impl Edge {
             proxy: ProxyLimits {
                 max_body_bytes: config.proxy.max_body_bytes,
                 upstream_timeout: Duration::from_millis(config.proxy.upstream_timeout_ms),
+                max_universal_steps: config.proxy.max_universal_steps,
             },
         };
         Ok(Self {

@@ -2,8 +2,9 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use aigw_providers::Provider;
 use aigw_types::{LogRecord, RequestOutcome};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -40,7 +41,13 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         log_id = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    let result = proxy(&edge, req, started).instrument(span.clone()).await;
+    let result = if crate::universal::coordinates(req.uri().path()).is_some() {
+        crate::universal::universal(&edge, req, started)
+            .instrument(span.clone())
+            .await
+    } else {
+        proxy(&edge, req, started).instrument(span.clone()).await
+    };
     let response = result.unwrap_or_else(|e| {
         edge.metrics.request(
             NO_PROVIDER,
@@ -97,49 +104,116 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
     span.record("log_id", tracing::field::display(log_id));
     let collect = directives.collect_log.unwrap_or(settings.collect_logs);
     let log = collect.then(|| {
-        let mut record = LogRecord::new(
+        let exchange = Exchange {
             log_id,
             created_at_ms,
-            path.account,
-            path.gateway,
-            &provider.slug,
+            account: path.account,
+            gateway: path.gateway,
+            provider: &provider,
+            logged_path: &target.logged_path,
+            method: &parts.method,
+            headers: &parts.headers,
+        };
+        exchange.pending_log(&directives, &body)
+    });
+    let timeout = directives
+        .request_timeout
+        .unwrap_or(edge.proxy.upstream_timeout);
+    let echo = gateway_headers(collect.then_some(log_id), directives.event_id.as_deref());
+    forward(
+        edge,
+        Forward {
+            provider,
+            url: target.url,
+            method: parts.method,
+            headers: upstream_headers(&parts.headers),
+            body,
+            timeout,
+            log,
+            echo,
+            started,
+        },
+    )
+    .await
+}
+
+/// What a log record is made of before the upstream answers.
+pub(crate) struct Exchange<'a> {
+    pub(crate) log_id: Ulid,
+    pub(crate) created_at_ms: i64,
+    pub(crate) account: &'a str,
+    pub(crate) gateway: &'a str,
+    pub(crate) provider: &'a Provider,
+    pub(crate) logged_path: &'a str,
+    pub(crate) method: &'a Method,
+    /// The client's request headers.
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl Exchange<'_> {
+    /// The log of this exchange, to be completed as the response arrives.
+    pub(crate) fn pending_log(&self, directives: &Directives, body: &Bytes) -> PendingLog {
+        let mut record = LogRecord::new(
+            self.log_id,
+            self.created_at_ms,
+            self.account,
+            self.gateway,
+            &self.provider.slug,
         );
-        record.path = target.logged_path.clone();
-        record.method = parts.method.as_str().to_owned();
+        record.path = self.logged_path.to_owned();
+        record.method = self.method.as_str().to_owned();
         record.metadata = directives.metadata.clone();
         record.event_id = directives.event_id.clone();
-        record.request_content_type = header_text(&parts.headers, header::CONTENT_TYPE);
-        record.user_agent = header_text(&parts.headers, header::USER_AGENT);
+        record.request_content_type = header_text(self.headers, header::CONTENT_TYPE);
+        record.user_agent = header_text(self.headers, header::USER_AGENT);
         record.request_size = body.len() as u64;
         record.authentication = directives.has_authorization;
         record.payload_collected = directives.collect_payload;
         PendingLog {
             record,
-            wire: provider.wire,
+            wire: self.provider.wire,
             request_body: body.clone(),
             response_body: bytes::BytesMut::new(),
             response_tail: bytes::BytesMut::new(),
             custom_cost: directives.custom_cost,
         }
-    });
+    }
+}
+
+/// One upstream exchange, ready to send.
+pub(crate) struct Forward {
+    pub(crate) provider: Arc<Provider>,
+    pub(crate) url: String,
+    pub(crate) method: Method,
+    /// Headers for the upstream (see [`upstream_headers`]).
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// Bound on the wait for the response head, and on each silence of its body.
+    pub(crate) timeout: Duration,
+    pub(crate) log: Option<PendingLog>,
+    /// The gateway's own response headers ([`gateway_headers`]).
+    pub(crate) echo: HeaderMap,
+    pub(crate) started: Instant,
+}
+
+/// Sends one exchange upstream and relays the answer; the exchange is measured and logged
+/// exactly once, whatever happens. Upstream failures become the gateway's own 502/504.
+pub(crate) async fn forward(edge: &EdgeState, f: Forward) -> Result<Response, EdgeError> {
+    let limit = edge.proxy.max_body_bytes;
     let mut guard = ExchangeGuard::new(
-        provider.clone(),
-        started,
-        log,
+        f.provider.clone(),
+        f.started,
+        f.log,
         usize::try_from(limit).unwrap_or(usize::MAX),
         edge.shipper.clone(),
         edge.metrics.clone(),
     );
-
-    let echo = gateway_headers(collect.then_some(log_id), directives.event_id.as_deref());
-    let timeout = directives
-        .request_timeout
-        .unwrap_or(edge.proxy.upstream_timeout);
+    let (provider, echo, timeout) = (f.provider, f.echo, f.timeout);
     let upstream_req = edge
         .client
-        .request(parts.method.clone(), &target.url)
-        .headers(upstream_headers(&parts.headers))
-        .body(body)
+        .request(f.method.clone(), &f.url)
+        .headers(f.headers)
+        .body(f.body)
         .build()
         .map_err(|e| {
             EdgeError::MalformedPath(format!("cannot build upstream URL: {}", root_cause(&e)))
@@ -196,7 +270,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
     copy_response_headers(&up_parts.headers, response.headers_mut());
     response.headers_mut().extend(echo);
 
-    if parts.method == Method::HEAD
+    if f.method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
@@ -208,7 +282,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
 }
 
 /// Read the whole request body, refusing more than `limit` bytes.
-async fn read_body(body: Body, limit: u64) -> Result<Bytes, EdgeError> {
+pub(crate) async fn read_body(body: Body, limit: u64) -> Result<Bytes, EdgeError> {
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     axum::body::to_bytes(body, limit_usize).await.map_err(|e| {
         let too_large = error_chain(&e).any(|e| e.is::<http_body_util::LengthLimitError>());
@@ -236,7 +310,7 @@ fn gateway_failure(
 
 /// The gateway's own response headers: `cf-aig-log-id` when the request is logged, and the
 /// caller's `cf-aig-event-id`. Every response of a proxied request carries them, errors included.
-fn gateway_headers(log_id: Option<Ulid>, event_id: Option<&str>) -> HeaderMap {
+pub(crate) fn gateway_headers(log_id: Option<Ulid>, event_id: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(2);
     if let Some(value) = log_id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
         headers.insert(HeaderName::from_static(LOG_ID_HEADER), value);
@@ -273,7 +347,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Headers sent upstream: the client's, minus hop-by-hop, `Host`, `Content-Length` (recomputed),
 /// `Accept-Encoding` (the edge asks for identity so it can read usage from the body) and the
 /// gateway's own `cf-aig-*` control headers. Credentials pass through untouched.
-fn upstream_headers(incoming: &HeaderMap) -> HeaderMap {
+pub(crate) fn upstream_headers(incoming: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(incoming.len());
     for (name, value) in incoming {
         let skip = is_hop_by_hop(name)

@@ -18,7 +18,7 @@ pub struct GatewayPath<'a> {
 /// Longest account or gateway id accepted.
 const MAX_ID_LEN: usize = 64;
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id

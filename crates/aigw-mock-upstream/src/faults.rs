@@ -11,6 +11,8 @@ const X_MOCK_DELAY_MS: HeaderName = HeaderName::from_static("x-mock-delay-ms");
 const X_MOCK_CHUNK_DELAY_MS: HeaderName = HeaderName::from_static("x-mock-chunk-delay-ms");
 const X_MOCK_RESET: HeaderName = HeaderName::from_static("x-mock-reset");
 const X_MOCK_ECHO_HEADERS: HeaderName = HeaderName::from_static("x-mock-echo-headers");
+const X_MOCK_FAIL_FIRST: HeaderName = HeaderName::from_static("x-mock-fail-first");
+const X_MOCK_FAIL_KEY: HeaderName = HeaderName::from_static("x-mock-fail-key");
 
 /// Where an injected connection reset happens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +38,10 @@ pub(crate) struct Faults {
     pub(crate) reset: Option<Reset>,
     /// `x-mock-echo-headers`: add `mock_seen_headers` to JSON answers.
     pub(crate) echo_headers: bool,
+    /// `x-mock-fail-first: N` with `x-mock-fail-key: K`: only the first N requests carrying
+    /// key K get the injected status (503 unless `x-mock-status` says otherwise); later ones
+    /// are answered normally — a flaky upstream that recovers, for retry tests.
+    pub(crate) fail_first: Option<(String, u64)>,
 }
 
 impl Faults {
@@ -62,8 +68,20 @@ impl Faults {
             Some("1" | "true") => true,
             Some(_) => return Err("x-mock-echo-headers must be 1/true or 0/false".into()),
         };
+        let fail_first = match header_str(headers, &X_MOCK_FAIL_FIRST)? {
+            None => None,
+            Some(n) => {
+                let n = n
+                    .parse()
+                    .map_err(|_| "x-mock-fail-first must be a whole number")?;
+                let key = header_str(headers, &X_MOCK_FAIL_KEY)?
+                    .ok_or("x-mock-fail-first needs x-mock-fail-key")?;
+                Some((key.to_owned(), n))
+            }
+        };
         Ok(Self {
             status,
+            fail_first,
             retry_after: headers.get(X_MOCK_RETRY_AFTER).cloned(),
             delay: millis(headers, &X_MOCK_DELAY_MS)?,
             chunk_delay: millis(headers, &X_MOCK_CHUNK_DELAY_MS)?,

@@ -18,6 +18,7 @@
 //! | `x-mock-chunks: N` | reply is the `N` words `tok0 … tok{N-1}` (wins over `x-mock-reply`) |
 //! | `x-mock-status: CODE` | answer with that 4xx/5xx status and a provider-shaped error body |
 //! | `x-mock-retry-after: V` | with `x-mock-status`, also send `retry-after: V` |
+//! | `x-mock-fail-first: N` + `x-mock-fail-key: K` | only the first N requests with key K fail (with `x-mock-status`, else 503); later ones succeed |
 //! | `x-mock-delay-ms: N` | wait `N` ms before sending response headers |
 //! | `x-mock-chunk-delay-ms: N` | wait `N` ms between streamed chunks |
 //! | `x-mock-reset: before-headers` | close the connection without any response |

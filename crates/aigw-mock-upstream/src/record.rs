@@ -1,6 +1,6 @@
 //! Request recording: a ring buffer of the last [`CAPACITY`] requests.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 use http::request::Parts;
@@ -44,6 +44,8 @@ impl SeenRequest {
 pub(crate) struct Recorder {
     enabled: bool,
     ring: Mutex<VecDeque<SeenRequest>>,
+    /// Requests seen per `x-mock-fail-key` (kept even when recording is off).
+    keys: Mutex<HashMap<String, u64>>,
 }
 
 impl Recorder {
@@ -52,7 +54,16 @@ impl Recorder {
         Self {
             enabled,
             ring: Mutex::new(VecDeque::new()),
+            keys: Mutex::default(),
         }
+    }
+
+    /// Counts a request carrying fault key `key`; returns how many have, this one included.
+    pub(crate) fn count_key(&self, key: &str) -> u64 {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = keys.entry(key.to_owned()).or_default();
+        *count += 1;
+        *count
     }
 
     /// Records one request (a no-op when recording is disabled).

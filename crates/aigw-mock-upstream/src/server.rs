@@ -203,7 +203,12 @@ async fn handle(recorder: Arc<Recorder>, req: Request<Incoming>) -> io::Result<R
         faults: &faults,
         reply,
     };
-    if let Some(status) = faults.status {
+    let injected = match &faults.fail_first {
+        Some((key, n)) => (recorder.count_key(key) <= *n)
+            .then(|| faults.status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE)),
+        None => faults.status,
+    };
+    if let Some(status) = injected {
         return Ok(ctx.injected_error(style, status));
     }
     Ok(route(&ctx, &parts.method, path, parts.uri.query(), &body))

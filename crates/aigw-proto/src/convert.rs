@@ -117,6 +117,7 @@ impl From<&LogRecord> for shard::LogRecord {
             metadata: metadata_to_proto(&r.metadata),
             event_id: r.event_id.clone(),
             step: r.step,
+            attempt: r.attempt,
             feedback: r.feedback.map(i32::from),
             score: r.score,
             request_content_type: r.request_content_type.clone(),
@@ -166,6 +167,7 @@ impl TryFrom<shard::LogRecord> for LogRecord {
             metadata: metadata_from_proto(p.metadata)?,
             event_id: p.event_id,
             step: p.step,
+            attempt: p.attempt.max(1),
             feedback: p
                 .feedback
                 .map(|f| i8::try_from(f).map_err(|_| ConvertError::OutOfRange("feedback")))

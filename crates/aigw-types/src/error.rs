@@ -18,6 +18,9 @@ pub enum ErrorCode {
     InvalidMetadata = 2004,
     /// The request body could not be read (client disconnected or broke the framing).
     InvalidBody = 2005,
+    /// A Universal Endpoint request's body or one of its steps cannot be run (the message
+    /// names the field, e.g. `steps[1].provider`).
+    InvalidStep = 2006,
     /// The gateway id does not exist for this account.
     GatewayNotFound = 2010,
     /// The request body exceeds the configured maximum.
@@ -49,6 +52,7 @@ impl TryFrom<u32> for ErrorCode {
             InvalidHeader,
             InvalidMetadata,
             InvalidBody,
+            InvalidStep,
             GatewayNotFound,
             BodyTooLarge,
             RouteNotFound,

@@ -96,8 +96,10 @@ pub struct LogRecord {
     pub metadata: Metadata,
     /// Caller-chosen correlation id from `cf-aig-event-id`.
     pub event_id: Option<String>,
-    /// Universal-endpoint step that answered (0 for direct requests).
+    /// Universal-endpoint step this request was (0 for direct requests).
     pub step: u32,
+    /// Attempt of that step, from 1 (1 for direct requests).
+    pub attempt: u32,
     /// Human feedback: -1, 0 or 1.
     pub feedback: Option<i8>,
     /// Evaluation score.
@@ -158,6 +160,7 @@ impl LogRecord {
             metadata: Metadata::new(),
             event_id: None,
             step: 0,
+            attempt: 1,
             feedback: None,
             score: None,
             request_content_type: None,

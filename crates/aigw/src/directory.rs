@@ -5,9 +5,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aigw_accounts::{DEFAULT_GATEWAY, GatewayMirror};
-use aigw_edge::{GatewayDirectory, GatewaySettings};
+use std::time::Duration;
+
+use aigw_edge::{Backoff, GatewayDirectory, GatewaySettings, Retry};
 use aigw_proto::DynGateways;
 use aigw_proto::admin::GatewayRef;
+use aigw_proto::admin::RetryBackoff;
 
 /// Resolves gateways from a mirror; persists an account's implicit `default` gateway in the
 /// background the first time it is used, so it appears in listings.
@@ -67,8 +70,18 @@ impl GatewayDirectory for MirrorDirectory {
         if gateway == DEFAULT_GATEWAY && self.mirror.get(account, gateway).is_none() {
             self.materialize_default(account);
         }
+        let backoff = match settings.retry_backoff() {
+            RetryBackoff::Linear => Backoff::Linear,
+            RetryBackoff::Exponential => Backoff::Exponential,
+            RetryBackoff::Constant | RetryBackoff::Unspecified => Backoff::Constant,
+        };
         Some(GatewaySettings {
             collect_logs: settings.collect_logs,
+            retry: Retry {
+                max_attempts: settings.retry_max_attempts.unwrap_or(1).clamp(1, 5),
+                delay: Duration::from_millis(settings.retry_delay.map_or(0, u64::from)),
+                backoff,
+            },
         })
     }
 }
