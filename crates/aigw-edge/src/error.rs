@@ -53,6 +53,14 @@ pub enum EdgeError {
         /// Request path.
         path: String,
     },
+    /// An authenticated gateway's request without a valid `cf-aig-authorization`.
+    #[error("gateway `{gateway}` requires authentication: {reason}")]
+    GatewayUnauthorized {
+        /// The gateway.
+        gateway: String,
+        /// What was missing or wrong.
+        reason: &'static str,
+    },
     /// A Universal Endpoint body or step that cannot be run.
     #[error("invalid Universal Endpoint request: `{field}` {reason}")]
     InvalidStep {
@@ -92,6 +100,9 @@ impl EdgeError {
             Self::BodyRead(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidBody),
             Self::RouteNotFound { .. } => (StatusCode::NOT_FOUND, ErrorCode::RouteNotFound),
             Self::InvalidStep { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidStep),
+            Self::GatewayUnauthorized { .. } => {
+                (StatusCode::UNAUTHORIZED, ErrorCode::GatewayUnauthorized)
+            }
             Self::UpstreamUnreachable { .. } => {
                 (StatusCode::BAD_GATEWAY, ErrorCode::UpstreamUnreachable)
             }

@@ -15,6 +15,9 @@ pub struct GatewaySettings {
     pub collect_logs: bool,
     /// How Universal Endpoint steps are retried unless the request says otherwise.
     pub retry: Retry,
+    /// Whether requests must carry `cf-aig-authorization: Bearer <token>` with a token
+    /// [`GatewayDirectory::allows`].
+    pub authentication: bool,
 }
 
 impl Default for GatewaySettings {
@@ -22,6 +25,7 @@ impl Default for GatewaySettings {
         Self {
             collect_logs: true,
             retry: Retry::default(),
+            authentication: false,
         }
     }
 }
@@ -34,6 +38,10 @@ pub trait GatewayDirectory: Send + Sync + 'static {
     /// Settings of `gateway` in `account`, creating `default` on first use; `None` if the gateway
     /// does not exist.
     fn resolve(&self, account: &str, gateway: &str) -> Option<GatewaySettings>;
+
+    /// Whether `token` (from `cf-aig-authorization`) may run requests through `account`'s
+    /// authenticated gateways. Checked in memory, like [`GatewayDirectory::resolve`].
+    fn allows(&self, account: &str, token: &str) -> bool;
 }
 
 /// A process-local directory: gateways created through [`InMemoryGateways::upsert`] plus
@@ -42,6 +50,8 @@ pub trait GatewayDirectory: Send + Sync + 'static {
 pub struct InMemoryGateways {
     /// account → gateway → settings; nested so lookups need no allocation.
     gateways: RwLock<HashMap<String, HashMap<String, GatewaySettings>>>,
+    /// (account, token) pairs allowed through authenticated gateways.
+    tokens: RwLock<Vec<(String, String)>>,
 }
 
 impl InMemoryGateways {
@@ -57,7 +67,25 @@ impl InMemoryGateways {
     }
 }
 
+impl InMemoryGateways {
+    /// Let `token` run requests through `account`'s authenticated gateways.
+    pub fn allow_token(&self, account: &str, token: &str) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((account.to_owned(), token.to_owned()));
+    }
+}
+
 impl GatewayDirectory for InMemoryGateways {
+    fn allows(&self, account: &str, token: &str) -> bool {
+        self.tokens
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .any(|(a, t)| a == account && t == token)
+    }
+
     fn resolve(&self, account: &str, gateway: &str) -> Option<GatewaySettings> {
         {
             let map = self

@@ -19,11 +19,14 @@ use crate::EdgeState;
 use crate::directives::{CONTROL_PREFIX, Directives};
 use crate::error::EdgeError;
 use crate::exchange::{ExchangeGuard, TeeBody};
+use crate::gateways::GatewaySettings;
 use crate::route::parse_gateway_path;
 use crate::shipper::PendingLog;
 
 /// Response header carrying the log id.
 pub const LOG_ID_HEADER: &str = "cf-aig-log-id";
+/// Request header carrying an authenticated gateway's token (never forwarded or logged).
+pub const AUTHORIZATION_HEADER: &str = "cf-aig-authorization";
 /// Response header echoing `cf-aig-event-id`.
 pub const EVENT_ID_HEADER: &str = "cf-aig-event-id";
 
@@ -85,6 +88,7 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
             account: path.account.to_owned(),
             gateway: path.gateway.to_owned(),
         })?;
+    authorize(edge, &settings, path.account, path.gateway, &parts.headers)?;
     let directives = Directives::parse(&parts.headers)?;
     let target = provider
         .target(path.account, path.rest, parts.uri.query())
@@ -135,6 +139,42 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
         },
     )
     .await
+}
+
+/// On an authenticated gateway, requires `cf-aig-authorization: Bearer <token>` with a token
+/// the directory allows for `account` — before anything is sent upstream.
+pub(crate) fn authorize(
+    edge: &EdgeState,
+    settings: &GatewaySettings,
+    account: &str,
+    gateway: &str,
+    headers: &HeaderMap,
+) -> Result<(), EdgeError> {
+    if !settings.authentication {
+        return Ok(());
+    }
+    let refuse = |reason| EdgeError::GatewayUnauthorized {
+        gateway: gateway.to_owned(),
+        reason,
+    };
+    let value = headers
+        .get(AUTHORIZATION_HEADER)
+        .ok_or_else(|| refuse("the cf-aig-authorization header is missing"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| refuse("cf-aig-authorization must be `Bearer <token>`"))?;
+    if edge.gateways.allows(account, token) {
+        Ok(())
+    } else {
+        Err(refuse(
+            "the cf-aig-authorization token is not valid for this account",
+        ))
+    }
 }
 
 /// What a log record is made of before the upstream answers.

@@ -21,7 +21,9 @@ use ulid::Ulid;
 use crate::EdgeState;
 use crate::directives::{Directives, MAX_REQUEST_TIMEOUT_MS};
 use crate::error::EdgeError;
-use crate::proxy::{Exchange, Forward, forward, gateway_headers, read_body, upstream_headers};
+use crate::proxy::{
+    Exchange, Forward, authorize, forward, gateway_headers, read_body, upstream_headers,
+};
 use crate::route::valid_id;
 
 /// Response header naming the step (0-based) that answered.
@@ -295,6 +297,7 @@ pub(crate) async fn universal(
                 account: account.to_owned(),
                 gateway: gateway.to_owned(),
             })?;
+    authorize(edge, &settings, account, gateway, &parts.headers)?;
     let mut directives = Directives::parse(&parts.headers)?;
     let body = read_body(body, edge.proxy.max_body_bytes).await?;
     let defaults = Retry {

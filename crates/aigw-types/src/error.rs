@@ -21,6 +21,9 @@ pub enum ErrorCode {
     /// A Universal Endpoint request's body or one of its steps cannot be run (the message
     /// names the field, e.g. `steps[1].provider`).
     InvalidStep = 2006,
+    /// The gateway requires `cf-aig-authorization: Bearer <token>` and it is missing or not
+    /// valid for the account.
+    GatewayUnauthorized = 2007,
     /// The gateway id does not exist for this account.
     GatewayNotFound = 2010,
     /// The request body exceeds the configured maximum.
@@ -53,6 +56,7 @@ impl TryFrom<u32> for ErrorCode {
             InvalidMetadata,
             InvalidBody,
             InvalidStep,
+            GatewayUnauthorized,
             GatewayNotFound,
             BodyTooLarge,
             RouteNotFound,

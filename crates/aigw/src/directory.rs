@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use aigw_accounts::{DEFAULT_GATEWAY, GatewayMirror};
 use std::time::Duration;
 
+use aigw_api::{Authenticator, Principal};
 use aigw_edge::{Backoff, GatewayDirectory, GatewaySettings, Retry};
 use aigw_proto::DynGateways;
 use aigw_proto::admin::GatewayRef;
@@ -17,15 +18,24 @@ use aigw_proto::admin::RetryBackoff;
 pub struct MirrorDirectory {
     mirror: GatewayMirror,
     gateways: Arc<DynGateways>,
+    /// Who may run requests through authenticated gateways (the admin token and account
+    /// tokens, checked against their hashes).
+    runners: Arc<dyn Authenticator>,
     materializing: Arc<Mutex<HashSet<String>>>,
 }
 
 impl MirrorDirectory {
-    /// A directory over `mirror`, creating `default` gateways through `gateways`.
-    pub fn new(mirror: GatewayMirror, gateways: Arc<DynGateways>) -> Self {
+    /// A directory over `mirror`, creating `default` gateways through `gateways`, letting
+    /// the tokens `runners` authenticates through authenticated gateways.
+    pub fn new(
+        mirror: GatewayMirror,
+        gateways: Arc<DynGateways>,
+        runners: Arc<dyn Authenticator>,
+    ) -> Self {
         Self {
             mirror,
             gateways,
+            runners,
             materializing: Arc::default(),
         }
     }
@@ -65,6 +75,14 @@ impl MirrorDirectory {
 }
 
 impl GatewayDirectory for MirrorDirectory {
+    fn allows(&self, account: &str, token: &str) -> bool {
+        match self.runners.authenticate(token) {
+            Some(Principal::Admin) => true,
+            Some(Principal::Account(owner)) => owner == account,
+            None => false,
+        }
+    }
+
     fn resolve(&self, account: &str, gateway: &str) -> Option<GatewaySettings> {
         let settings = self.mirror.settings(account, gateway)?;
         if gateway == DEFAULT_GATEWAY && self.mirror.get(account, gateway).is_none() {
@@ -77,6 +95,7 @@ impl GatewayDirectory for MirrorDirectory {
         };
         Some(GatewaySettings {
             collect_logs: settings.collect_logs,
+            authentication: settings.authentication,
             retry: Retry {
                 max_attempts: settings.retry_max_attempts.unwrap_or(1).clamp(1, 5),
                 delay: Duration::from_millis(settings.retry_delay.map_or(0, u64::from)),

@@ -74,9 +74,9 @@ pub fn routed_sink(router: Arc<ShardRouter>) -> ShardLogSink {
     }))
 }
 
-/// The management API's credentials: the admin token and account tokens from the config,
-/// then the account tokens issued by the account manager (`aigw admin token create`), whose
-/// salted hashes the edge's mirror holds.
+/// The management API's credentials — and those of authenticated gateways: the admin token
+/// and account tokens from the config, then the account tokens issued by the account manager
+/// (`aigw admin token create`), whose salted hashes the edge's mirror holds.
 struct EdgeTokens {
     configured: StaticTokens,
     issued: GatewayMirror,
@@ -107,15 +107,16 @@ pub async fn serve_http(
         .iter()
         .map(|t| (t.account_id.clone(), t.token_sha256.clone()))
         .collect();
+    let auth = Arc::new(EdgeTokens {
+        configured: StaticTokens::new(config.admin_token.as_deref(), tokens),
+        issued: mirror.clone(),
+    });
     let api = aigw_api::router(ApiState {
         shards,
         gateways: gateways.clone(),
-        auth: Arc::new(EdgeTokens {
-            configured: StaticTokens::new(config.admin_token.as_deref(), tokens),
-            issued: mirror.clone(),
-        }),
+        auth: auth.clone(),
     });
-    let directory = MirrorDirectory::new(mirror, gateways);
+    let directory = MirrorDirectory::new(mirror, gateways, auth);
     let edge = Edge::new(config, Arc::new(sink), Arc::new(directory))?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
