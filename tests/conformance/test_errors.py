@@ -171,7 +171,8 @@ def test_body_over_limit_plain(gateway, chunked):
     [
         ("POST", "/v1/acct/default/nope-ai/chat/completions", 400, 2002, "unknown provider `nope-ai`"),
         ("POST", "/v1/acct", 400, 2001, "malformed gateway path"),
-        ("POST", "/v1/acct/default", 400, 2001, "missing provider"),
+        # `/v1/{account}/{gateway}` is the Universal Endpoint: a chat body is not a step.
+        ("POST", "/v1/acct/default", 400, 2006, "`steps[0].*` unknown field `messages`"),
         ("POST", "/v1/acct/default/openai", 400, 2001, "missing upstream path"),
         ("POST", "/v1/acct/default/openai/", 400, 2001, "missing upstream path"),
         ("POST", "/v1/bad%20acct/default/openai/chat/completions", 400, 2001, "invalid account id"),

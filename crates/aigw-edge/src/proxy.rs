@@ -44,7 +44,12 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         log_id = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    let result = if crate::universal::coordinates(req.uri().path()).is_some() {
+    let universal = crate::universal::coordinates(req.uri().path()).is_some();
+    let result = if universal && req.method() == Method::GET {
+        crate::websocket::upgrade(edge.clone(), req)
+            .instrument(span.clone())
+            .await
+    } else if universal {
         crate::universal::universal(&edge, req, started)
             .instrument(span.clone())
             .await
