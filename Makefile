@@ -44,8 +44,9 @@ $(VENV)/.installed: tests/conformance/requirements.txt tests/moto-requirements.t
 bench:
 	$(CARGO) bench -p aigw-benches
 	$(CARGO) build --release --bin aigw --bin aigw-mock
-	$(CARGO) build --release -p aigw-benches --bin loadbench
+	$(CARGO) build --release -p aigw-benches --bin loadbench --bin wsbench
 	./target/release/loadbench
+	./target/release/wsbench
 	$(CARGO) run --release -p aigw-benches --bin storebench
 	$(CARGO) run --release -p aigw-benches --bin clusterbench
 

@@ -9,4 +9,5 @@
 
 pub mod env;
 pub mod procfs;
+pub mod servers;
 pub mod stats;

@@ -72,17 +72,18 @@
 //! `/proc/<pid>/status`; this bench runs on Linux only.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aigw_benches::env::env_or;
 use aigw_benches::procfs::{self, Pid};
+use aigw_benches::servers::{
+    ChildGuard, STARTUP_TIMEOUT, release_dir, start_aigw, start_mock, tail_of,
+};
 use aigw_benches::stats::{Latencies, delta_ms, fmt_ms};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
@@ -111,8 +112,6 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 const IDLE_CPU: Duration = Duration::from_millis(10);
 /// How long one worker sends streams (no delay) to a fresh aigw before its idle RSS is read.
 const FRESH_WARMUP: Duration = Duration::from_millis(200);
-/// Longest aigw may take to answer `/healthz` after start.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The model of every request.
 const MODEL: &str = "gpt-4o-mini";
 /// The gateway path prefix: account `bench`, gateway `default`, provider `openai`.
@@ -225,49 +224,6 @@ impl Settings {
 // ---------------------------------------------------------------------------------------------
 // Child processes
 
-/// A child process that is killed (and reaped) when dropped — on success, error or panic.
-struct ChildGuard {
-    name: &'static str,
-    child: Child,
-    /// Where its output goes.
-    log: PathBuf,
-}
-
-impl ChildGuard {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// An error (with the tail of its output) if the process has exited.
-    fn ensure_running(&mut self) -> Result<()> {
-        if let Some(status) = self
-            .child
-            .try_wait()
-            .with_context(|| format!("cannot check on {}", self.name))?
-        {
-            bail!(
-                "{} exited unexpectedly ({status}); the end of its output:\n{}",
-                self.name,
-                tail_of(&self.log, 20)
-            );
-        }
-        Ok(())
-    }
-
-    /// Kills the process (SIGKILL) and reaps it.
-    fn stop(&mut self) {
-        // Already gone is fine; nothing else can be done about a failure here.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// The mock upstream and the gateway, running. Fields drop in order: children before the
 /// temporary directory holding their data and output.
 struct Servers {
@@ -309,7 +265,7 @@ impl Servers {
         let (mock, mock_addr) = start_mock(&mock_bin, data_dir.path())?;
         let (aigw, aigw_addr) = start_aigw(&aigw_bin, data_dir.path(), 1, mock_addr)?;
         Ok(Servers {
-            aigw_logs: vec![aigw.log.clone()],
+            aigw_logs: vec![aigw.log().to_path_buf()],
             aigw,
             mock,
             aigw_addr,
@@ -337,7 +293,7 @@ impl Servers {
             self.generation,
             self.mock_addr,
         )?;
-        self.aigw_logs.push(aigw.log.clone());
+        self.aigw_logs.push(aigw.log().to_path_buf());
         // Dropping the old guard is a no-op: it was stopped and reaped above.
         self.aigw = aigw;
         self.aigw_addr = addr;
@@ -378,7 +334,7 @@ impl Servers {
                 bail!(
                     "aigw did not answer /healthz on {} within {STARTUP_TIMEOUT:?}; its output:\n{}",
                     self.aigw_addr,
-                    tail_of(&self.aigw.log, 20)
+                    tail_of(self.aigw.log(), 20)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -461,46 +417,6 @@ impl Servers {
     }
 }
 
-/// Starts `aigw serve` (logging on) on free ports with its own data directory
-/// `<dir>/aigw-<generation>`, proxying OpenAI to the mock.
-fn start_aigw(
-    bin: &Path,
-    dir: &Path,
-    generation: u32,
-    mock_addr: SocketAddr,
-) -> Result<(ChildGuard, SocketAddr)> {
-    let aigw_addr = free_port()?;
-    let grpc_addr = free_port()?;
-    let log = dir.join(format!("aigw-{generation}.log"));
-    let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-    let err = out
-        .try_clone()
-        .context("cannot duplicate the aigw log handle")?;
-    let child = Command::new(bin)
-        .arg("serve")
-        .env("AIGW_HTTP_ADDR", aigw_addr.to_string())
-        .env("AIGW_GRPC_ADDR", grpc_addr.to_string())
-        .env("AIGW_DATA_DIR", dir.join(format!("aigw-{generation}")))
-        .env(
-            "AIGW_PROVIDERS__OPENAI__BASE_URL",
-            format!("http://{mock_addr}/v1"),
-        )
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    Ok((
-        ChildGuard {
-            name: "aigw",
-            child,
-            log,
-        },
-        aigw_addr,
-    ))
-}
-
 /// aigw's log-path counters from `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct LogCounters {
@@ -549,88 +465,6 @@ impl Drain {
     fn add(&mut self, other: Drain) {
         self.took += other.took;
         self.timeouts += other.timeouts;
-    }
-}
-
-/// `target/release` of this workspace (`$CARGO_TARGET_DIR/release` when that is set).
-fn release_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), |dir| root.join(dir));
-    target.join("release")
-}
-
-/// Starts `aigw-mock` on a free port and reads the port from its one line of output.
-fn start_mock(bin: &Path, dir: &Path) -> Result<(ChildGuard, SocketAddr)> {
-    let log = dir.join("mock.log");
-    let err = File::create(&log).context("cannot create mock.log")?;
-    let mut child = Command::new(bin)
-        .args(["--addr", "127.0.0.1:0", "--no-record"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let stdout = child
-        .stdout
-        .take()
-        .context("no stdout pipe for aigw-mock")?;
-    let mut guard = ChildGuard {
-        name: "aigw-mock",
-        child,
-        log,
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let first = reader.read_line(&mut line).map(|_| line);
-        let _ = tx.send(first);
-        // Keep draining until the mock exits, so it never writes into a closed pipe.
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-    });
-    let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
-        Ok(Ok(line)) => line,
-        Ok(Err(e)) => return Err(e).context("cannot read aigw-mock's output"),
-        Err(_) => {
-            guard.ensure_running()?;
-            bail!("aigw-mock printed nothing within {STARTUP_TIMEOUT:?}");
-        }
-    };
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|addr| addr.parse().ok());
-    match addr {
-        Some(addr) => Ok((guard, addr)),
-        None => {
-            guard.ensure_running()?;
-            bail!("unexpected first line from aigw-mock: {line:?}")
-        }
-    }
-}
-
-/// A loopback address with a port that was free a moment ago.
-fn free_port() -> Result<SocketAddr> {
-    let listener = StdTcpListener::bind("127.0.0.1:0").context("cannot bind a free port")?;
-    listener.local_addr().context("cannot read a bound address")
-}
-
-/// The last `lines` lines of a file (for error messages).
-fn tail_of(path: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            let tail = all[all.len().saturating_sub(lines)..].join("\n");
-            if tail.is_empty() {
-                "(no output)".to_owned()
-            } else {
-                tail
-            }
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
 
