@@ -39,18 +39,7 @@ const ACCOUNT: &str = "bench";
 const ADMIN_TOKEN: &str = "clusterbench-admin-token";
 
 fn main() -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run()))
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("clusterbench: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    aigw_benches::main_with("clusterbench", run)
 }
 
 /// A child process killed (and reaped) when dropped.

@@ -24,18 +24,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 fn main() -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run()))
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wsbench: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    aigw_benches::main_with("wsbench", run)
 }
 
 /// One step: a small chat completion on the mock.
