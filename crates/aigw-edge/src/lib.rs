@@ -62,6 +62,9 @@ pub struct EdgeState {
     shipper: LogShipper,
     metrics: Arc<Metrics>,
     proxy: ProxyLimits,
+    /// Turns `true` when the edge starts shutting down (WebSocket sessions then finish what
+    /// is in flight and close).
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why an edge could not be built from its configuration.
@@ -79,6 +82,7 @@ pub enum EdgeBuildError {
 pub struct Edge {
     state: Arc<EdgeState>,
     shipper_task: ShipperTask,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Edge {
@@ -111,7 +115,9 @@ impl Edge {
             config.log_queue.batch_size,
             metrics.clone(),
         );
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let state = EdgeState {
+            closing: closing_rx,
             catalog,
             gateways,
             client,
@@ -126,6 +132,7 @@ impl Edge {
         Ok(Self {
             state: Arc::new(state),
             shipper_task,
+            closing,
         })
     }
 
@@ -146,8 +153,8 @@ impl Edge {
     }
 
     /// Serve the edge's routes plus `routes` (e.g. the management API) on `listener` until
-    /// `shutdown` resolves and open connections finish, then flush every queued log record to
-    /// the sink.
+    /// `shutdown` resolves and open connections (WebSocket sessions included, once their
+    /// requests in flight are answered) finish, then flush every queued log record to the sink.
     pub async fn serve<F>(
         self,
         listener: TcpListener,
@@ -167,12 +174,19 @@ impl Edge {
         let Edge {
             state,
             shipper_task,
+            closing,
         } = self;
         drop(state);
+        let shutdown = async move {
+            shutdown.await;
+            // WebSocket sessions outlive the HTTP connections axum waits for: tell them.
+            let _ = closing.send(true);
+        };
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
-        // The router (and with it the last queue sender) is gone: the worker drains and stops.
+        // The router is gone, and so, once their in-flight requests are answered, are the
+        // WebSocket sessions: with the last queue sender the worker drains and stops.
         shipper_task.drained().await;
         served
     }

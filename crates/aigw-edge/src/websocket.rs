@@ -9,12 +9,14 @@
 //! or `universal.error`; a bad message gets an error and the connection stays open. At most
 //! [`MAX_IN_FLIGHT`] requests run at once per connection: past that the next message is not
 //! read until one finishes, so a fast client meets back-pressure instead of unbounded memory.
+//! When the edge shuts down, a session stops reading, answers what is in flight, and closes
+//! with 1001 (going away); the edge waits for it before draining its logs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -39,6 +41,8 @@ const MAX_FRAME_BYTES: usize = 8 * MAX_MESSAGE_BYTES;
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// How long a connection with nothing in flight may stay silent.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a closing session waits for its requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The subprotocol prefix browsers use to send the gateway token.
 const AUTH_PROTOCOL: &str = "cf-aig-authorization.";
 
@@ -129,14 +133,19 @@ async fn run(edge: Arc<EdgeState>, socket: WebSocket, path: String, session: Hea
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut closing = edge.closing.clone();
     let mut last_seen = Instant::now();
     loop {
+        if *closing.borrow_and_update() {
+            break;
+        }
         // Back-pressure: the next message is read only once a slot is free.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
         let message = tokio::select! {
             message = stream.next() => message,
+            _ = closing.changed() => break,
             _ = ping.tick() => {
                 let idle = slots.available_permits() == MAX_IN_FLIGHT - 1
                     && last_seen.elapsed() > IDLE_TIMEOUT;
@@ -181,6 +190,17 @@ async fn run(edge: Arc<EdgeState>, socket: WebSocket, path: String, session: Hea
             let _slot = slot;
             answer(&edge, &out, &path, &session, text.as_str()).await;
         });
+    }
+    // Answer what is in flight (bounded), then say goodbye.
+    let all = u32::try_from(MAX_IN_FLIGHT).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await;
+    if *closing.borrow() {
+        let _ = out
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::AWAY,
+                reason: "the gateway is shutting down".into(),
+            })))
+            .await;
     }
     drop(out);
     let _ = writer.await;

@@ -137,6 +137,11 @@ impl Harness {
 
     /// Stop serving and flush logs.
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// Stop serving and flush logs, keeping the mock upstream running.
+    pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
