@@ -18,6 +18,7 @@ use crate::command::{
 };
 use crate::registry::RegistryError;
 use crate::service::{propose, read_status, validate_id};
+use crate::tokens::Permission;
 use crate::{
     AccountBook, DEFAULT_GATEWAY, GatewayRegistry, ShardMapStore, default_settings, gateway_limit,
 };
@@ -58,6 +59,11 @@ fn token_info(v: &TokenVerifier) -> TokenInfo {
         id: v.id.clone(),
         account_id: v.account_id.clone(),
         created_at_ms: v.created_at_ms,
+        permissions: Permission::ALL
+            .into_iter()
+            .filter(|p| crate::tokens::grants(v, *p))
+            .map(|p| p.name().to_owned())
+            .collect(),
     }
 }
 
@@ -244,9 +250,24 @@ impl Accounts for AccountsService {
         &self,
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreatedToken>, Status> {
-        let account = request.into_inner().account_id;
+        let request = request.into_inner();
+        let account = request.account_id;
         validate_id("account id", &account, false)?;
-        let (token, verifier) = crate::tokens::issue(&account, unix_now_ms())
+        let mut permissions = Vec::new();
+        for name in &request.permissions {
+            let permission = Permission::parse(name).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown permission `{name}` (a token may have `logs` and `run`)"
+                ))
+            })?;
+            if !permissions.contains(&permission) {
+                permissions.push(permission);
+            }
+        }
+        if permissions.is_empty() {
+            permissions = Permission::ALL.to_vec();
+        }
+        let (token, verifier) = crate::tokens::issue(&account, &permissions, unix_now_ms())
             .map_err(|e| Status::internal(e.to_string()))?;
         let info = token_info(&verifier);
         propose(

@@ -423,15 +423,26 @@ mod tests {
         .unwrap();
         assert_eq!(book.plan_of("a").unwrap().unwrap().name, "paid");
         assert_eq!(book.plan_of("b").unwrap().unwrap().name, DEFAULT_PLAN);
-        let (token, verifier) = crate::tokens::issue("a", 1).unwrap();
+        let (token, verifier) =
+            crate::tokens::issue("a", &crate::tokens::Permission::ALL, 1).unwrap();
         book.put_token(verifier.clone()).unwrap();
 
         let (_d2, other) = open();
         other.restore(&book.snapshot().unwrap()).unwrap();
         assert_eq!(other.plan("free").unwrap().unwrap().max_gateways, 3);
         assert_eq!(other.token(&verifier.id).unwrap(), Some(verifier.clone()));
-        assert_eq!(other.mirror.token_account(&token), Some("a".into()));
+        assert_eq!(
+            other
+                .mirror
+                .token_account(&token, crate::tokens::Permission::Run),
+            Some("a".into())
+        );
         other.revoke_token(&verifier.id).unwrap();
-        assert_eq!(other.mirror.token_account(&token), None);
+        assert_eq!(
+            other
+                .mirror
+                .token_account(&token, crate::tokens::Permission::Run),
+            None
+        );
     }
 }

@@ -8,6 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use aigw_proto::admin::{Gateway, GatewayChanges, GatewaySettings, TokenVerifier};
 use tokio::sync::broadcast;
 
+use crate::tokens::Permission;
+
 /// The gateway every account has without creating it.
 pub const DEFAULT_GATEWAY: &str = "default";
 
@@ -174,11 +176,12 @@ impl GatewayMirror {
     }
 
     /// The account whose API token `token` is, if it is a live one.
-    pub fn token_account(&self, token: &str) -> Option<String> {
+    pub fn token_account(&self, token: &str, permission: Permission) -> Option<String> {
         let (id, secret) = crate::tokens::parse(token)?;
         let tokens = self.tokens.read().unwrap_or_else(PoisonError::into_inner);
         let verifier = tokens.get(id)?;
-        crate::tokens::verify(verifier, secret).then(|| verifier.account_id.clone())
+        (crate::tokens::grants(verifier, permission) && crate::tokens::verify(verifier, secret))
+            .then(|| verifier.account_id.clone())
     }
 
     /// Receives every change from now on; a receiver that falls more than a few thousand

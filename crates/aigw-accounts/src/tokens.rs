@@ -36,8 +36,46 @@ fn salted_hash(salt: &[u8], secret: &str) -> Vec<u8> {
     hasher.finalize().to_vec()
 }
 
-/// A new token for `account_id`: the token to show once, and the verifier to keep.
-pub fn issue(account_id: &str, now_ms: i64) -> Result<(String, TokenVerifier), NoRandomness> {
+/// What a token may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// The management API (`/client/v4`) for its account.
+    Logs,
+    /// Requests through its account's authenticated gateways (`cf-aig-authorization`).
+    Run,
+}
+
+impl Permission {
+    /// Every permission, the default of a token issued without a list.
+    pub const ALL: [Permission; 2] = [Permission::Logs, Permission::Run];
+
+    /// Its name: `logs` or `run`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Logs => "logs",
+            Self::Run => "run",
+        }
+    }
+
+    /// The permission called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// Whether `verifier`'s token has `permission` (one without a list, issued before
+/// permissions existed, has all).
+pub fn grants(verifier: &TokenVerifier, permission: Permission) -> bool {
+    verifier.permissions.is_empty() || verifier.permissions.iter().any(|p| p == permission.name())
+}
+
+/// A new token for `account_id` with `permissions`: the token to show once, and the
+/// verifier to keep.
+pub fn issue(
+    account_id: &str,
+    permissions: &[Permission],
+    now_ms: i64,
+) -> Result<(String, TokenVerifier), NoRandomness> {
     let id = hex(&random::<ID_BYTES>()?);
     let secret = hex(&random::<SECRET_BYTES>()?);
     let salt = random::<SALT_BYTES>()?.to_vec();
@@ -47,6 +85,7 @@ pub fn issue(account_id: &str, now_ms: i64) -> Result<(String, TokenVerifier), N
         hash: salted_hash(&salt, &secret).into(),
         salt: salt.into(),
         created_at_ms: now_ms,
+        permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
     };
     Ok((format!("{PREFIX}{id}_{secret}"), verifier))
 }
@@ -68,7 +107,7 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify_and_others_do_not() {
-        let (token, verifier) = issue("acct", 7).unwrap();
+        let (token, verifier) = issue("acct", &[Permission::Run], 7).unwrap();
         let (id, secret) = parse(&token).unwrap();
         assert_eq!(id, verifier.id);
         assert!(verify(&verifier, secret));
@@ -80,7 +119,7 @@ mod tests {
             !token.contains(&hex(&verifier.hash)),
             "the hash is not the secret"
         );
-        let (other, _) = issue("acct", 7).unwrap();
+        let (other, _) = issue("acct", &[Permission::Run], 7).unwrap();
         assert_ne!(token, other);
         for bad in [
             "",
@@ -91,5 +130,24 @@ mod tests {
         ] {
             assert!(parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_token_has_the_permissions_it_was_issued_with() {
+        let (_, run_only) = issue("acct", &[Permission::Run], 7).unwrap();
+        assert!(grants(&run_only, Permission::Run));
+        assert!(!grants(&run_only, Permission::Logs));
+        let (_, both) = issue("acct", &Permission::ALL, 7).unwrap();
+        assert!(Permission::ALL.into_iter().all(|p| grants(&both, p)));
+        let older = TokenVerifier {
+            permissions: vec![],
+            ..run_only
+        };
+        assert!(
+            grants(&older, Permission::Logs),
+            "a token without a list has all"
+        );
+        assert_eq!(Permission::parse("run"), Some(Permission::Run));
+        assert_eq!(Permission::parse("admin"), None);
     }
 }

@@ -71,6 +71,10 @@ pub enum TokenCommand {
         /// The account the token manages.
         #[arg(long)]
         account: String,
+        /// What it may do: `logs` (the management API) and/or `run` (requests through
+        /// authenticated gateways); repeat for both, the default.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
     },
     /// Revoke a token by id (`aigw_<id>_…`).
     Revoke {
@@ -233,10 +237,14 @@ pub async fn run(
                 .into_inner();
             print_plan(&plan);
         }
-        AccountsCommand::Token(TokenCommand::Create { account }) => {
+        AccountsCommand::Token(TokenCommand::Create {
+            account,
+            permissions,
+        }) => {
             let created = client
                 .create_token(Request::new(CreateTokenRequest {
                     account_id: account,
+                    permissions,
                 }))
                 .await
                 .map_err(status_error)?
@@ -262,7 +270,12 @@ pub async fn run(
                 .into_inner()
                 .tokens;
             for t in tokens {
-                println!("{}  created_at_ms={}", t.id, t.created_at_ms);
+                println!(
+                    "{}  created_at_ms={}  permissions={}",
+                    t.id,
+                    t.created_at_ms,
+                    t.permissions.join(",")
+                );
             }
         }
         AccountsCommand::Gateway(GatewayCommand::Status {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_accounts::GatewayMirror;
+use aigw_accounts::tokens::Permission;
 use aigw_api::{ApiState, Authenticator, Principal, StaticTokens};
 use aigw_cluster::{
     AccountsClient, Credentials, RetryPolicy, ShardRouter, follow_gateways, follow_shard_map,
@@ -82,11 +83,30 @@ struct EdgeTokens {
     issued: GatewayMirror,
 }
 
+impl EdgeTokens {
+    /// Who `bearer` is, if it is a token with `permission` (tokens set in the config have
+    /// every permission).
+    fn principal(&self, bearer: &str, permission: Permission) -> Option<Principal> {
+        self.configured.authenticate(bearer).or_else(|| {
+            self.issued
+                .token_account(bearer, permission)
+                .map(Principal::Account)
+        })
+    }
+}
+
 impl Authenticator for EdgeTokens {
     fn authenticate(&self, bearer: &str) -> Option<Principal> {
-        self.configured
-            .authenticate(bearer)
-            .or_else(|| self.issued.token_account(bearer).map(Principal::Account))
+        self.principal(bearer, Permission::Logs)
+    }
+}
+
+/// The tokens allowed through authenticated gateways: those with the `run` permission.
+struct RunTokens(Arc<EdgeTokens>);
+
+impl Authenticator for RunTokens {
+    fn authenticate(&self, bearer: &str) -> Option<Principal> {
+        self.0.principal(bearer, Permission::Run)
     }
 }
 
@@ -116,7 +136,7 @@ pub async fn serve_http(
         gateways: gateways.clone(),
         auth: auth.clone(),
     });
-    let directory = MirrorDirectory::new(mirror, gateways, auth);
+    let directory = MirrorDirectory::new(mirror, gateways, Arc::new(RunTokens(auth)));
     let edge = Edge::new(config, Arc::new(sink), Arc::new(directory))?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

@@ -344,3 +344,89 @@ async fn the_all_in_one_publishes_its_shard_map_and_serves_its_group_remotely() 
     );
     aigw.terminate();
 }
+
+/// `aigw admin token create` for `account` with `permissions`; the token printed.
+fn issue_token(aigw: &Running, account: &str, permissions: &[&str]) -> String {
+    let mut args = vec!["token", "create", "--account", account];
+    for p in permissions {
+        args.extend(["--permission", p]);
+    }
+    common::cluster::admin(aigw.grpc, &args).trim().to_owned()
+}
+
+#[tokio::test]
+async fn issued_tokens_do_what_their_permissions_allow() {
+    let upstream = mock().await;
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let aigw = start(dir.path(), &upstream, &client).await;
+    let created = client
+        .post(aigw.api("/gateways"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &json!({"id": "locked", "collect_logs": true, "cache_ttl": 0,
+                      "cache_invalidate_on_update": false, "rate_limiting_interval": 0,
+                      "rate_limiting_limit": 0, "authentication": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let run = issue_token(&aigw, "acct", &["run"]);
+    let logs = issue_token(&aigw, "acct", &["logs"]);
+    let both = issue_token(&aigw, "acct", &[]);
+    let foreign = issue_token(&aigw, "other", &["run"]);
+
+    let through_gateway = |token: String| {
+        let (client, url) = (
+            client.clone(),
+            aigw.url("/v1/acct/locked/openai/chat/completions"),
+        );
+        async move {
+            client
+                .post(url)
+                .header("cf-aig-authorization", format!("Bearer {token}"))
+                .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let management = |token: String| {
+        let (client, url) = (client.clone(), aigw.api("/gateways/locked/logs"));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(through_gateway(run.clone()).await, 200);
+    assert_eq!(through_gateway(both.clone()).await, 200);
+    assert_eq!(through_gateway(ADMIN_TOKEN.to_owned()).await, 200);
+    assert_eq!(
+        through_gateway(logs.clone()).await,
+        401,
+        "no run permission"
+    );
+    assert_eq!(
+        through_gateway(foreign).await,
+        401,
+        "another account's token"
+    );
+    assert_eq!(management(logs).await, 200);
+    assert_eq!(management(both).await, 200);
+    assert_eq!(management(run).await, 401, "no logs permission");
+    let listed = common::cluster::admin(aigw.grpc, &["token", "list", "--account", "acct"]);
+    assert!(
+        listed.contains("permissions=run") && listed.contains("permissions=logs,run"),
+        "{listed}"
+    );
+    aigw.terminate();
+}
