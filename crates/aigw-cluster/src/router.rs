@@ -175,7 +175,7 @@ impl ShardRouter {
                 .merged_page(&groups, &query, request.after_id, want)
                 .await?;
             return Ok(ListLogsResponse {
-                logs: rows.into_iter().skip(skip as usize).collect(),
+                logs: untagged(rows).skip(skip as usize).collect(),
                 total_count,
             });
         }
@@ -189,7 +189,7 @@ impl ShardRouter {
                 u32::try_from(left.min(u64::from(MAX_LISTED_ROWS))).unwrap_or(MAX_LISTED_ROWS);
             let (rows, total_count) = self.merged_page(&groups, &query, after, chunk).await?;
             match rows.last() {
-                Some(last) if rows.len() == chunk as usize => after = Some(last.id.clone()),
+                Some((_, last)) if rows.len() == chunk as usize => after = Some(last.id.clone()),
                 // The page lies past the last log.
                 _ => {
                     return Ok(ListLogsResponse {
@@ -200,19 +200,23 @@ impl ShardRouter {
             }
             left -= u64::from(chunk);
         }
-        let (logs, total_count) = self.merged_page(&groups, &query, after, per_page).await?;
-        Ok(ListLogsResponse { logs, total_count })
+        let (rows, total_count) = self.merged_page(&groups, &query, after, per_page).await?;
+        Ok(ListLogsResponse {
+            logs: untagged(rows).collect(),
+            total_count,
+        })
     }
 
-    /// The first `count` logs of `groups` matching `query` (from `after_id` on), merged, and
-    /// the number of matches.
+    /// The first `count` logs of `groups` matching `query` (from `after_id` on), merged in
+    /// the listing's order, each with the group it came from; and the number of matches.
+    /// Each group's page is a sorted run, which the standard sort merges as such.
     async fn merged_page(
         &self,
         groups: &[GroupId],
         query: &LogQuery,
         after_id: Option<Bytes>,
         count: u32,
-    ) -> Result<(Vec<LogRecord>, u64), Status> {
+    ) -> Result<(Vec<(GroupId, LogRecord)>, u64), Status> {
         let part = ListLogsRequest {
             query: Some(query.clone()),
             page: 1,
@@ -227,7 +231,13 @@ impl ShardRouter {
             )
             .await?;
         let total_count = replies.iter().map(|r| r.total_count).sum();
-        let mut rows = merge(query, replies.into_iter().map(|r| r.logs));
+        let mut rows: Vec<(GroupId, LogRecord)> = groups
+            .iter()
+            .zip(replies)
+            .flat_map(|(&g, r)| r.logs.into_iter().map(move |log| (g, log)))
+            .collect();
+        let order = order_of(query);
+        rows.sort_by(|a, b| compare_logs(order, query.ascending, &a.1, &b.1));
         rows.truncate(count as usize);
         Ok((rows, total_count))
     }
@@ -245,25 +255,9 @@ impl ShardRouter {
             groups.iter().map(|&g| (g, 0)).collect()
         } else {
             let limit = request.limit.min(MAX_LISTED_ROWS);
-            let part = ListLogsRequest {
-                query: request.query.clone(),
-                page: 1,
-                per_page: limit,
-                after_id: None,
-            };
-            let replies = self
-                .fan_out(&groups, &part, |shard, r| async move {
-                    shard.list_logs(r).await
-                })
-                .await?;
-            let tagged = groups
-                .iter()
-                .zip(replies)
-                .flat_map(|(&g, r)| r.logs.into_iter().map(move |log| (g, log)));
-            let mut rows: Vec<(GroupId, LogRecord)> = tagged.collect();
-            rows.sort_by(|a, b| compare_logs(order_of(&query), query.ascending, &a.1, &b.1));
+            let (rows, _) = self.merged_page(&groups, &query, None, limit).await?;
             let mut shares: HashMap<GroupId, u32> = HashMap::new();
-            for (group, _) in rows.iter().take(limit as usize) {
+            for (group, _) in &rows {
                 *shares.entry(*group).or_default() += 1;
             }
             shares.into_iter().collect()
@@ -366,12 +360,9 @@ fn candidates(subs: &[SubShard], query: &LogQuery) -> Vec<GroupId> {
         .collect()
 }
 
-/// The rows of every sub-shard's sorted page, in the listing's order. The pages are sorted
-/// runs, which the standard sort merges as such.
-fn merge(query: &LogQuery, pages: impl Iterator<Item = Vec<LogRecord>>) -> Vec<LogRecord> {
-    let mut rows: Vec<LogRecord> = pages.flatten().collect();
-    rows.sort_by(|a, b| compare_logs(order_of(query), query.ascending, a, b));
-    rows
+/// The logs of [`ShardRouter::merged_page`]'s rows.
+fn untagged(rows: Vec<(GroupId, LogRecord)>) -> impl Iterator<Item = LogRecord> {
+    rows.into_iter().map(|(_, log)| log)
 }
 
 /// The group an ingest request names in [`GROUP_METADATA`]: its logs were placed when they
