@@ -97,7 +97,10 @@ impl GatewayDirectory for MirrorDirectory {
             collect_logs: settings.collect_logs,
             authentication: settings.authentication,
             retry: Retry {
-                max_attempts: settings.retry_max_attempts.unwrap_or(1).clamp(1, 5),
+                max_attempts: settings
+                    .retry_max_attempts
+                    .unwrap_or(1)
+                    .clamp(1, aigw_edge::universal::MAX_ATTEMPTS),
                 delay: Duration::from_millis(settings.retry_delay.map_or(0, u64::from)),
                 backoff,
             },
