@@ -242,8 +242,9 @@ impl ShardRouter {
         Ok((rows, total_count))
     }
 
-    /// Deletes a split gateway's logs matching a query: with a limit, the first `limit` of the
-    /// merged order, each sub-shard deleting its own share of them.
+    /// Deletes a split gateway's logs matching a query: with a limit (at most
+    /// [`MAX_LISTED_ROWS`]), the first `limit` of the merged order, each sub-shard deleting its
+    /// own share of them.
     async fn delete_merged(
         &self,
         request: DeleteLogsRequest,
@@ -254,8 +255,17 @@ impl ShardRouter {
         let shares: Vec<(GroupId, u32)> = if request.limit == 0 {
             groups.iter().map(|&g| (g, 0)).collect()
         } else {
-            let limit = request.limit.min(MAX_LISTED_ROWS);
-            let (rows, _) = self.merged_page(&groups, &query, None, limit).await?;
+            if request.limit > MAX_LISTED_ROWS {
+                // Sharing out more than one merged page would delete fewer than asked.
+                return Err(Status::invalid_argument(format!(
+                    "limit {} is past the {MAX_LISTED_ROWS} logs one delete takes on a split \
+                     gateway: delete in steps, or without a limit",
+                    request.limit
+                )));
+            }
+            let (rows, _) = self
+                .merged_page(&groups, &query, None, request.limit)
+                .await?;
             let mut shares: HashMap<GroupId, u32> = HashMap::new();
             for (group, _) in &rows {
                 *shares.entry(*group).or_default() += 1;
@@ -766,6 +776,21 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("cursor"), "{}", err.message());
+
+        // A delete whose limit one merged page cannot share out is refused, naming it.
+        let err = router
+            .delete_logs(Request::new(DeleteLogsRequest {
+                query: Some(LogQuery {
+                    account_id: ACCOUNT.into(),
+                    gateway_id: GATEWAY.into(),
+                    ..LogQuery::default()
+                }),
+                limit: MAX_LISTED_ROWS + 1,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("limit 10001"), "{}", err.message());
     }
 
     #[tokio::test]
