@@ -10,6 +10,7 @@ use crate::body::MockBody;
 use crate::respond::{Ctx, ErrorStyle, Id, Null};
 use crate::sse::{Framing, StreamWriter};
 use crate::tokens::Words;
+use crate::tools;
 
 #[derive(Deserialize)]
 struct MessagesRequest<'a> {
@@ -20,6 +21,7 @@ struct MessagesRequest<'a> {
     #[serde(default)]
     system: Words,
     stream: Option<bool>,
+    tools: Option<serde_json::Value>,
 }
 
 impl MessagesRequest<'_> {
@@ -124,6 +126,11 @@ pub(crate) fn messages(ctx: &Ctx<'_>, body: &[u8]) -> Response<MockBody> {
         Err(response) => return *response,
     };
     let input_tokens = req.input_tokens();
+    let model = req.model.as_deref().unwrap_or_default();
+    if let Some(name) = tools::first_tool(req.tools.as_ref()) {
+        let stream = req.stream == Some(true);
+        return tools::anthropic(&name, model, input_tokens, stream).respond(ctx);
+    }
     let output_tokens = ctx.reply.tokens();
     let content = [TextBlock {
         kind: "text",
@@ -133,7 +140,7 @@ pub(crate) fn messages(ctx: &Ctx<'_>, body: &[u8]) -> Response<MockBody> {
         id: Id::new("msg_"),
         kind: "message",
         role: "assistant",
-        model: req.model.as_deref().unwrap_or_default(),
+        model,
         content: &content,
         stop_reason: Some("end_turn"),
         stop_sequence: Null,

@@ -7,12 +7,14 @@ use crate::body::MockBody;
 use crate::respond::{Ctx, EmptyList, ErrorStyle, Id};
 use crate::sse::{Framing, StreamWriter};
 use crate::tokens::Words;
+use crate::tools;
 
 #[derive(Deserialize)]
 struct ChatRequest {
     #[serde(default)]
     messages: Words,
     stream: Option<bool>,
+    tools: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Copy, Serialize)]
@@ -125,6 +127,9 @@ pub(crate) fn chat(ctx: &Ctx<'_>, body: &[u8]) -> Response<MockBody> {
         Ok(req) => req,
         Err(response) => return *response,
     };
+    if let Some(name) = tools::first_tool(req.tools.as_ref()) {
+        return tools::cohere(&name, req.messages.0, req.stream == Some(true)).respond(ctx);
+    }
     let tokens = Tokens {
         input_tokens: req.messages.0,
         output_tokens: ctx.reply.tokens(),

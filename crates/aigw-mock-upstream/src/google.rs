@@ -9,6 +9,7 @@ use crate::body::MockBody;
 use crate::respond::{Ctx, ErrorStyle};
 use crate::sse::{Framing, StreamWriter};
 use crate::tokens::Words;
+use crate::tools;
 
 #[derive(Deserialize)]
 struct GenerateRequest {
@@ -16,6 +17,7 @@ struct GenerateRequest {
     contents: Words,
     #[serde(default, rename = "systemInstruction", alias = "system_instruction")]
     system_instruction: Words,
+    tools: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -100,6 +102,17 @@ pub(crate) fn generate(ctx: &Ctx<'_>, model: &str, mode: Mode, body: &[u8]) -> R
         Err(response) => return *response,
     };
     let prompt = req.contents.0 + req.system_instruction.0;
+    if let Some(name) = tools::first_tool(req.tools.as_ref()) {
+        let answer = tools::google(&name, model, prompt);
+        return match mode {
+            Mode::Unary => ctx.json(StatusCode::OK, &answer),
+            Mode::Stream(framing) => {
+                let mut w = StreamWriter::new(framing, 1);
+                w.data(&answer);
+                ctx.stream(w)
+            }
+        };
+    }
     let framing = match mode {
         Mode::Unary => {
             let usage = UsageMetadata::new(prompt, ctx.reply.tokens());

@@ -25,6 +25,10 @@
 //! | `x-mock-reset: mid-stream` | send headers and half the body, then abort the connection |
 //! | `x-mock-echo-headers: 1` | add `"mock_seen_headers": {name: value}` to JSON answers |
 //!
+//! A chat request that offers tools (`tools` for OpenAI, Anthropic, Cohere and Workers AI,
+//! `tools[].functionDeclarations` for Google) is answered with a call to the first tool with
+//! the arguments `{"location":"Paris"}`, JSON or streamed, in the provider's wire format.
+//!
 //! Every request (except the control endpoint itself) is recorded in a ring
 //! buffer of the last 1024, readable in-process through
 //! [`MockServer::requests`] and over HTTP at `GET /__mock/requests`
@@ -54,6 +58,7 @@ mod respond;
 mod server;
 mod sse;
 mod tokens;
+mod tools;
 mod workers_ai;
 
 pub use record::SeenRequest;

@@ -11,6 +11,7 @@ use crate::body::MockBody;
 use crate::respond::{Ctx, EmptyList, EmptyMap, ErrorStyle, Id, Null, error_response, unix_now};
 use crate::sse::{Framing, StreamWriter};
 use crate::tokens::{Words, count_words};
+use crate::tools;
 
 /// Dimensions of the mock embeddings.
 const EMBEDDING_DIMS: usize = 8;
@@ -66,6 +67,7 @@ struct ChatRequest<'a> {
     messages: Words,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    tools: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -136,6 +138,11 @@ fn chat(ctx: &Ctx<'_>, body: &[u8]) -> Response<MockBody> {
         Err(response) => return *response,
     };
     let model = req.model.as_deref().unwrap_or_default();
+    if let Some(name) = tools::first_tool(req.tools.as_ref()) {
+        let stream = req.stream == Some(true);
+        let usage = include_usage(req.stream_options.as_ref());
+        return tools::openai_chat(&name, model, req.messages.0, stream, usage).respond(ctx);
+    }
     let usage = Usage::new(req.messages.0, ctx.reply.tokens());
     if req.stream != Some(true) {
         return ctx.json(

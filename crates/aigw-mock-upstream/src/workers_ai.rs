@@ -8,6 +8,7 @@ use crate::body::MockBody;
 use crate::respond::{Ctx, EmptyList, ErrorStyle};
 use crate::sse::{Framing, StreamWriter};
 use crate::tokens::Words;
+use crate::tools;
 
 #[derive(Deserialize)]
 struct RunRequest {
@@ -16,6 +17,7 @@ struct RunRequest {
     #[serde(default)]
     messages: Words,
     stream: Option<bool>,
+    tools: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Copy, Serialize)]
@@ -53,6 +55,9 @@ pub(crate) fn run(ctx: &Ctx<'_>, body: &[u8]) -> Response<MockBody> {
         Err(response) => return *response,
     };
     let prompt_tokens = req.prompt.0 + req.messages.0;
+    if let Some(name) = tools::first_tool(req.tools.as_ref()) {
+        return tools::workers_ai(&name, prompt_tokens, req.stream == Some(true)).respond(ctx);
+    }
     let completion_tokens = ctx.reply.tokens();
     let usage = Usage {
         prompt_tokens,

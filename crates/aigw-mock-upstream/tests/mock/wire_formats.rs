@@ -725,3 +725,145 @@ async fn serves_h2c_with_prior_knowledge() {
     assert_eq!(content, DEFAULT_REPLY);
     assert_eq!(words(&content), 5);
 }
+
+/// A request offering tools gets a call to the first one with `{"location":"Paris"}`.
+#[tokio::test]
+async fn requests_with_tools_get_a_call_to_the_first_tool() {
+    let server = start().await;
+    let args = json!({"location": "Paris"});
+    let parse = |s: &str| serde_json::from_str::<Value>(s).expect("arguments are JSON");
+    let openai_tools = json!([{"type": "function", "function": {"name": "get_weather"}},
+                              {"type": "function", "function": {"name": "other"}}]);
+    let user = json!([{"role": "user", "content": "weather in Paris"}]);
+
+    // OpenAI
+    let body = json!({"model": "m", "messages": user, "tools": openai_tools});
+    let v = post_ok_json(&server, "/v1/chat/completions", body.clone(), &[]).await;
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(
+        (
+            call["function"]["name"].as_str(),
+            v["choices"][0]["finish_reason"].as_str()
+        ),
+        (Some("get_weather"), Some("tool_calls"))
+    );
+    assert_eq!(parse(call["function"]["arguments"].as_str().unwrap()), args);
+    let mut stream = body;
+    stream["stream"] = json!(true);
+    stream["stream_options"] = json!({"include_usage": true});
+    let events = post_sse(&server, "/v1/chat/completions", stream, &[]).await;
+    let arguments: String = events
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(parse(&arguments), args);
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+
+    // Anthropic
+    let body = json!({"model": "c", "max_tokens": 9, "messages": user,
+                      "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}]});
+    let v = post_ok_json(&server, "/v1/messages", body.clone(), &[]).await;
+    assert_eq!(v["stop_reason"], "tool_use");
+    assert_eq!(
+        (
+            v["content"][0]["type"].as_str(),
+            v["content"][0]["name"].as_str()
+        ),
+        (Some("tool_use"), Some("get_weather"))
+    );
+    assert_eq!(v["content"][0]["input"], args);
+    let mut stream = body;
+    stream["stream"] = json!(true);
+    let events = post_sse(&server, "/v1/messages", stream, &[]).await;
+    let arguments: String = events
+        .iter()
+        .filter_map(|e| {
+            e.json()["delta"]["partial_json"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(parse(&arguments), args);
+    assert_eq!(events[1].json()["content_block"]["name"], "get_weather");
+
+    // Cohere
+    let body = json!({"model": "command-r", "messages": user, "tools": openai_tools});
+    let v = post_ok_json(&server, "/v2/chat", body.clone(), &[]).await;
+    assert_eq!(v["finish_reason"], "TOOL_CALL");
+    assert_eq!(
+        v["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    let mut stream = body;
+    stream["stream"] = json!(true);
+    let events = post_sse(&server, "/v2/chat", stream, &[]).await;
+    let names: Vec<_> = events.iter().map(|e| e.name.clone().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "message-start",
+            "tool-plan-delta",
+            "tool-call-start",
+            "tool-call-delta",
+            "tool-call-delta",
+            "tool-call-end",
+            "message-end"
+        ]
+    );
+    let arguments: String = events
+        .iter()
+        .filter_map(|e| {
+            e.json()["delta"]["message"]["tool_calls"]["function"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(parse(&arguments), args);
+
+    // Workers AI
+    let path = "/client/v4/accounts/a/ai/run/@cf/meta/llama-3.1-8b-instruct";
+    let body = json!({"messages": user, "tools": [{"name": "get_weather", "parameters": {}}]});
+    let v = post_ok_json(&server, path, body.clone(), &[]).await;
+    assert_eq!(
+        v["result"]["tool_calls"],
+        json!([{"name": "get_weather", "arguments": args}])
+    );
+    let mut stream = body;
+    stream["stream"] = json!(true);
+    let events = post_sse(&server, path, stream, &[]).await;
+    assert_eq!(events[0].json()["tool_calls"][0]["arguments"], args);
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+
+    // Google
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "weather"}]}],
+                      "tools": [{"functionDeclarations": [{"name": "get_weather"}]}]});
+    let path = "/v1beta/models/gemini-2.0-flash";
+    let v = post_ok_json(
+        &server,
+        &format!("{path}:generateContent"),
+        body.clone(),
+        &[],
+    )
+    .await;
+    let call = &v["candidates"][0]["content"]["parts"][0]["functionCall"];
+    assert_eq!(
+        (call["name"].as_str(), &call["args"]),
+        (Some("get_weather"), &args)
+    );
+    let events = post_sse(
+        &server,
+        &format!("{path}:streamGenerateContent?alt=sse"),
+        body,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        events[0].json()["candidates"][0]["content"]["parts"][0]["functionCall"]["args"],
+        args
+    );
+}
