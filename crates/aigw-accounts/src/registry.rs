@@ -107,6 +107,15 @@ impl GatewayRegistry {
                     });
                 };
                 g.created_at_ms = existing.created_at_ms;
+                let invalidate = g
+                    .settings
+                    .as_ref()
+                    .is_some_and(|s| s.cache_invalidate_on_update);
+                g.cache_epoch_ms = if invalidate {
+                    g.modified_at_ms
+                } else {
+                    existing.cache_epoch_ms
+                };
                 self.tree
                     .insert(key(&g.account_id, &g.id), g.encode_to_vec())?;
                 self.mirror.upsert(g.clone());
@@ -191,6 +200,7 @@ mod tests {
             }),
             created_at_ms: at,
             modified_at_ms: at,
+            cache_epoch_ms: 0,
         }
     }
 
@@ -201,6 +211,31 @@ mod tests {
             })
             .unwrap();
         Status::try_from(applied.status).unwrap()
+    }
+
+    #[test]
+    fn updates_that_invalidate_the_cache_move_its_epoch() {
+        let (_dir, reg) = open();
+        create(&reg, gateway("a", "prod", true, 1));
+        let update = |at: i64, invalidate: bool| {
+            let mut g = gateway("a", "prod", true, at);
+            g.settings.as_mut().unwrap().cache_invalidate_on_update = invalidate;
+            reg.apply(Command {
+                kind: Some(Kind::Update(UpdateGateway { gateway: Some(g) })),
+            })
+            .unwrap()
+            .gateway
+            .unwrap()
+            .cache_epoch_ms
+        };
+        assert_eq!(update(5, false), 0, "without the flag the epoch stays");
+        assert_eq!(update(7, true), 7);
+        assert_eq!(
+            update(9, false),
+            7,
+            "kept by later updates without the flag"
+        );
+        assert_eq!(reg.get("a", "prod").unwrap().cache_epoch_ms, 7);
     }
 
     #[test]

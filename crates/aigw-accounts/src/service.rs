@@ -173,6 +173,8 @@ fn new_gateway(account_id: String, id: String, settings: GatewaySettings) -> Gat
         settings: Some(settings),
         created_at_ms: now,
         modified_at_ms: now,
+        // Set by the registry when an update invalidates the cache.
+        cache_epoch_ms: 0,
     }
 }
 

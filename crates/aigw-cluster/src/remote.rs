@@ -8,9 +8,10 @@ use aigw_proto::MAX_SHARD_MESSAGE_BYTES;
 use aigw_proto::shard::shard_client::ShardClient;
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{
-    DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
-    GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestRequest, IngestResponse,
-    ListLogsRequest, ListLogsResponse, UpdateLogRequest, UpdateLogResponse,
+    CacheGetRequest, CacheGetResponse, CachePutRequest, CachePutResponse, DeleteGatewayRequest,
+    DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse, GetBodyRequest, GetBodyResponse,
+    GetLogRequest, GetLogResponse, IngestRequest, IngestResponse, LeaseRateRequest,
+    LeaseRateResponse, ListLogsRequest, ListLogsResponse, UpdateLogRequest, UpdateLogResponse,
 };
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -119,4 +120,7 @@ remote! {
     update_log(UpdateLogRequest) -> UpdateLogResponse;
     delete_logs(DeleteLogsRequest) -> DeleteLogsResponse;
     delete_gateway(DeleteGatewayRequest) -> DeleteGatewayResponse;
+    cache_get(CacheGetRequest) -> CacheGetResponse;
+    cache_put(CachePutRequest) -> CachePutResponse;
+    lease_rate(LeaseRateRequest) -> LeaseRateResponse;
 }

@@ -21,10 +21,11 @@ use std::sync::Arc;
 use aigw_placement::{GroupId, ShardMap, SubShard};
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{
-    DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
-    FilterOperator, GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestEntry,
-    IngestRequest, IngestResponse, ListLogsRequest, ListLogsResponse, LogQuery, LogRecord, OrderBy,
-    UpdateLogRequest, UpdateLogResponse, filter_value,
+    CacheGetRequest, CacheGetResponse, CachePutRequest, CachePutResponse, DeleteGatewayRequest,
+    DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse, FilterOperator, GetBodyRequest,
+    GetBodyResponse, GetLogRequest, GetLogResponse, IngestEntry, IngestRequest, IngestResponse,
+    LeaseRateRequest, LeaseRateResponse, ListLogsRequest, ListLogsResponse, LogQuery, LogRecord,
+    OrderBy, UpdateLogRequest, UpdateLogResponse, filter_value,
 };
 use aigw_proto::{GROUP_METADATA, MAX_LISTED_ROWS, compare_logs};
 use bytes::Bytes;
@@ -502,6 +503,33 @@ impl Shard for ShardRouter {
             deleted: replies.iter().map(|r| r.deleted).sum(),
         }))
     }
+
+    async fn cache_get(
+        &self,
+        request: Request<CacheGetRequest>,
+    ) -> Result<Response<CacheGetResponse>, Status> {
+        let r = request.get_ref();
+        let home = self.group_for(&r.account_id, &r.gateway_id);
+        self.groups.shard(home)?.cache_get(request).await
+    }
+
+    async fn cache_put(
+        &self,
+        request: Request<CachePutRequest>,
+    ) -> Result<Response<CachePutResponse>, Status> {
+        let r = request.get_ref();
+        let home = self.group_for(&r.account_id, &r.gateway_id);
+        self.groups.shard(home)?.cache_put(request).await
+    }
+
+    async fn lease_rate(
+        &self,
+        request: Request<LeaseRateRequest>,
+    ) -> Result<Response<LeaseRateResponse>, Status> {
+        let r = request.get_ref();
+        let home = self.group_for(&r.account_id, &r.gateway_id);
+        self.groups.shard(home)?.lease_rate(request).await
+    }
 }
 
 #[cfg(test)]
@@ -605,6 +633,27 @@ mod tests {
             _: Request<DeleteGatewayRequest>,
         ) -> Result<Response<DeleteGatewayResponse>, Status> {
             Err(not_here())
+        }
+
+        async fn cache_get(
+            &self,
+            _: Request<aigw_proto::shard::CacheGetRequest>,
+        ) -> Result<Response<aigw_proto::shard::CacheGetResponse>, Status> {
+            Err(Status::unimplemented("no gateway state here"))
+        }
+
+        async fn cache_put(
+            &self,
+            _: Request<aigw_proto::shard::CachePutRequest>,
+        ) -> Result<Response<aigw_proto::shard::CachePutResponse>, Status> {
+            Err(Status::unimplemented("no gateway state here"))
+        }
+
+        async fn lease_rate(
+            &self,
+            _: Request<aigw_proto::shard::LeaseRateRequest>,
+        ) -> Result<Response<aigw_proto::shard::LeaseRateResponse>, Status> {
+            Err(Status::unimplemented("no gateway state here"))
         }
     }
 

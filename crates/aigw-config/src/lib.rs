@@ -10,6 +10,6 @@ mod model;
 
 pub use load::{ConfigError, KeyError, Override, Overrides, load};
 pub use model::{
-    ApiToken, BlobConfig, BlobKind, ClusterConfig, Config, LogQueueConfig, Member, ProviderConfig,
-    ProxyConfig, Role,
+    ApiToken, BlobConfig, BlobKind, CacheConfig, ClusterConfig, Config, LogQueueConfig, Member,
+    ProviderConfig, ProxyConfig, Role,
 };

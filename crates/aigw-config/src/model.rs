@@ -42,6 +42,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// The in-process queue between the edge and the log store.
     pub log_queue: LogQueueConfig,
+    /// Memory for cached responses (`[cache]`).
+    pub cache: CacheConfig,
     /// Where request and response bodies are stored.
     pub blob: BlobConfig,
     /// How this node finds and forms the cluster (`[cluster]`); unused by `role = "all"`.
@@ -66,6 +68,7 @@ impl Default for Config {
             providers: BTreeMap::new(),
             proxy: ProxyConfig::default(),
             log_queue: LogQueueConfig::default(),
+            cache: CacheConfig::default(),
             blob: BlobConfig::default(),
             cluster: ClusterConfig::default(),
         }
@@ -199,6 +202,28 @@ impl Default for ProxyConfig {
             connect_timeout_ms: 10_000,
             pool_max_idle_per_host: 256,
             max_universal_steps: 10,
+        }
+    }
+}
+
+/// Memory budgets of the response cache. An edge keeps recently used responses in its own
+/// tier; the leader of each gateway's home shard group keeps the tier every edge shares (one
+/// budget per node, for all its groups).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bytes of responses an edge keeps (0: every lookup goes to the shared tier). A response
+    /// larger than a quarter of a tier's budget is not cached in that tier.
+    pub edge_bytes: u64,
+    /// Bytes of responses a shard node keeps for the gateways its groups are home to.
+    pub shard_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            edge_bytes: 32 * 1024 * 1024,
+            shard_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -18,6 +18,12 @@ pub const MAX_METADATA_ENTRIES: usize = 5;
 pub const MAX_EVENT_ID_LEN: usize = 256;
 /// Longest `cf-aig-request-timeout` accepted (one hour).
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
+/// Shortest `cf-aig-cache-ttl` accepted (one minute).
+pub const MIN_CACHE_TTL_SECS: u64 = 60;
+/// Longest `cf-aig-cache-ttl` accepted (one month: 30 days).
+pub const MAX_CACHE_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Longest `cf-aig-cache-key` accepted.
+pub const MAX_CACHE_KEY_LEN: usize = 1024;
 
 /// What the client asked of the gateway for this request.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +48,13 @@ pub struct Directives {
     pub retry_delay: Option<Duration>,
     /// `cf-aig-backoff` (Universal Endpoint).
     pub backoff: Option<Backoff>,
+    /// `cf-aig-cache-ttl`: caches the response for this long (opts the request in).
+    pub cache_ttl: Option<Duration>,
+    /// `cf-aig-skip-cache`: neither served from nor stored in the cache.
+    pub skip_cache: bool,
+    /// `cf-aig-cache-key`: the cache key instead of one derived from the request (opts the
+    /// request in).
+    pub cache_key: Option<String>,
 }
 
 impl Directives {
@@ -84,8 +97,34 @@ impl Directives {
                     })
                 })
                 .transpose()?,
+            cache_ttl: checked(headers, "cf-aig-cache-ttl", |secs| {
+                if (MIN_CACHE_TTL_SECS..=MAX_CACHE_TTL_SECS).contains(&secs) {
+                    Ok(Duration::from_secs(secs))
+                } else {
+                    Err(format!(
+                        "expected seconds between {MIN_CACHE_TTL_SECS} and {MAX_CACHE_TTL_SECS}, got {secs}"
+                    ))
+                }
+            })?,
+            skip_cache: text(headers, "cf-aig-skip-cache")?
+                .map(|v| parse_bool("cf-aig-skip-cache", v))
+                .transpose()?
+                .unwrap_or(false),
+            cache_key: text(headers, "cf-aig-cache-key")?
+                .map(parse_cache_key)
+                .transpose()?,
         })
     }
+}
+
+fn parse_cache_key(value: &str) -> Result<String, EdgeError> {
+    if value.is_empty() || value.len() > MAX_CACHE_KEY_LEN {
+        return Err(EdgeError::InvalidHeader {
+            header: "cf-aig-cache-key",
+            reason: format!("must be 1 to {MAX_CACHE_KEY_LEN} characters"),
+        });
+    }
+    Ok(value.to_owned())
 }
 
 /// A whole-number header, parsed and checked by `check` (whose message names the bound).
@@ -226,8 +265,14 @@ mod tests {
             ("cf-aig-event-id", "evt-1"),
             ("cf-aig-request-timeout", "2500"),
             ("cf-aig-authorization", "Bearer x"),
+            ("cf-aig-cache-ttl", "3600"),
+            ("cf-aig-skip-cache", "true"),
+            ("cf-aig-cache-key", "my-key"),
         ]))
         .unwrap();
+        assert_eq!(d.cache_ttl, Some(Duration::from_secs(3600)));
+        assert!(d.skip_cache);
+        assert_eq!(d.cache_key.as_deref(), Some("my-key"));
         assert_eq!(d.metadata.len(), 3);
         assert_eq!(d.metadata["n"], MetadataValue::Number(3.into()));
         assert_eq!(d.collect_log, Some(false));
@@ -257,6 +302,15 @@ mod tests {
             ("cf-aig-request-timeout", "0", "between 1 and"),
             ("cf-aig-request-timeout", "soon", "got `soon`"),
             ("cf-aig-event-id", &"x".repeat(300), "longer than 256"),
+            ("cf-aig-cache-ttl", "59", "between 60 and 2592000, got 59"),
+            ("cf-aig-cache-ttl", "2592001", "between 60 and 2592000"),
+            ("cf-aig-cache-ttl", "soon", "whole number"),
+            ("cf-aig-skip-cache", "yes", "expected true or false"),
+            (
+                "cf-aig-cache-key",
+                &"k".repeat(1025),
+                "1 to 1024 characters",
+            ),
         ] {
             let err = Directives::parse(&headers(&[(name, value)]))
                 .unwrap_err()

@@ -69,6 +69,10 @@ pub enum EdgeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An OpenAI-compatible (`/compat`) request that cannot be translated (malformed, or an
+    /// unsupported provider or feature).
+    #[error("{0}")]
+    Compat(#[from] aigw_compat::CompatError),
     /// The provider could not be reached.
     #[error("provider `{provider}` is unreachable: {reason}")]
     UpstreamUnreachable {
@@ -85,6 +89,20 @@ pub enum EdgeError {
         /// The timeout that expired.
         timeout_ms: u64,
     },
+    /// The gateway's rate limit is reached.
+    #[error(
+        "gateway `{gateway}` is rate limited to {limit} requests per {interval_secs} s; retry in {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// The gateway.
+        gateway: String,
+        /// Requests allowed per interval.
+        limit: u64,
+        /// The interval, in seconds.
+        interval_secs: u64,
+        /// Seconds until a request can be admitted again (at least 1).
+        retry_after_secs: u64,
+    },
 }
 
 impl EdgeError {
@@ -100,6 +118,10 @@ impl EdgeError {
             Self::BodyRead(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidBody),
             Self::RouteNotFound { .. } => (StatusCode::NOT_FOUND, ErrorCode::RouteNotFound),
             Self::InvalidStep { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidStep),
+            Self::Compat(e) if e.is_unsupported() => {
+                (StatusCode::BAD_REQUEST, ErrorCode::CompatUnsupported)
+            }
+            Self::Compat(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCompatRequest),
             Self::GatewayUnauthorized { .. } => {
                 (StatusCode::UNAUTHORIZED, ErrorCode::GatewayUnauthorized)
             }
@@ -109,6 +131,7 @@ impl EdgeError {
             Self::UpstreamTimeout { .. } => {
                 (StatusCode::GATEWAY_TIMEOUT, ErrorCode::UpstreamTimeout)
             }
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
         }
     }
 }
@@ -116,6 +139,29 @@ impl EdgeError {
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        (status, Json(ErrorEnvelope::single(code, self.to_string()))).into_response()
+        let mut response =
+            (status, Json(ErrorEnvelope::single(code, self.to_string()))).into_response();
+        if let Self::RateLimited {
+            limit,
+            interval_secs,
+            retry_after_secs,
+            ..
+        } = self
+        {
+            // `Retry-After` (RFC 9110) and the IETF RateLimit fields.
+            let headers = response.headers_mut();
+            for (name, value) in [
+                ("retry-after", retry_after_secs.to_string()),
+                ("ratelimit-limit", limit.to_string()),
+                ("ratelimit-remaining", "0".to_owned()),
+                ("ratelimit-reset", retry_after_secs.to_string()),
+                ("ratelimit-policy", format!("{limit};w={interval_secs}")),
+            ] {
+                if let Ok(value) = http::HeaderValue::from_str(&value) {
+                    headers.insert(http::HeaderName::from_static(name), value);
+                }
+            }
+        }
+        response
     }
 }

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use crate::cache::{CacheCapture, Publish};
 use crate::metrics::Metrics;
 use crate::shipper::{LogShipper, PendingLog};
 
@@ -36,6 +37,8 @@ pub struct ExchangeGuard {
     status: Option<u16>,
     log: Option<PendingLog>,
     capture_limit: usize,
+    /// The response being captured for the cache, when this exchange fills it.
+    fill: Option<CacheCapture>,
     finished: bool,
     shipper: LogShipper,
     metrics: Arc<Metrics>,
@@ -57,15 +60,24 @@ impl ExchangeGuard {
             status: None,
             log,
             capture_limit,
+            fill: None,
             finished: false,
             shipper,
             metrics,
         }
     }
 
+    /// Also capture the response for the cache (stored if it completes with a 2xx).
+    pub(crate) fn fill_cache(&mut self, fill: CacheCapture) {
+        self.fill = Some(fill);
+    }
+
     /// Note the upstream's response head.
     pub fn response_head(&mut self, status: u16, content_type: Option<&str>, streamed: bool) {
         self.status = Some(status);
+        if let Some(fill) = &mut self.fill {
+            fill.content_type = content_type.map(str::to_owned);
+        }
         if let Some(log) = &mut self.log {
             let record = &mut log.record;
             record.status_code = status;
@@ -80,12 +92,18 @@ impl ExchangeGuard {
     /// Copied rather than kept by reference: a received chunk is a view into the connection's
     /// read buffer, and holding many small views would pin many large buffers for the whole
     /// life of a stream.
-    fn capture(&mut self, chunk: &Bytes) {
+    pub(crate) fn capture(&mut self, chunk: &Bytes) {
+        if let Some(fill) = &mut self.fill
+            && !fill.push(chunk)
+        {
+            // Too large to cache: identical requests waiting for it go upstream themselves.
+            self.fill = None;
+        }
         let Some(log) = &mut self.log else { return };
         log.record.response_size += chunk.len() as u64;
         let room = self.capture_limit.saturating_sub(log.response_body.len());
         let kept = chunk.len().min(room);
-        log.response_body.extend_from_slice(&chunk[..kept]);
+        log.response_body.push(&chunk[..kept]);
         if kept < chunk.len() {
             log.record.response_body_truncated = true;
             // Usage comes at the end of a response: keep its last bytes for the log too.
@@ -101,14 +119,39 @@ impl ExchangeGuard {
     /// Finish with the given outcome; `status` replaces the upstream's when the gateway answered
     /// by itself (502, 504).
     pub fn finish(mut self, outcome: RequestOutcome, status: Option<u16>, error: Option<String>) {
-        self.complete(outcome, status, error);
+        if let (Some(publish), Ok(runtime)) = (
+            self.complete(outcome, status, error),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            runtime.spawn(publish);
+        }
     }
 
-    fn complete(&mut self, outcome: RequestOutcome, status: Option<u16>, error: Option<String>) {
+    /// [`ExchangeGuard::finish`], returning the cache write still to do (see
+    /// [`TeeBody`], which holds the end of the response until it is done).
+    fn finish_publishing(
+        mut self,
+        outcome: RequestOutcome,
+        status: Option<u16>,
+        error: Option<String>,
+    ) -> Option<Publish> {
+        self.complete(outcome, status, error)
+    }
+
+    fn complete(
+        &mut self,
+        outcome: RequestOutcome,
+        status: Option<u16>,
+        error: Option<String>,
+    ) -> Option<Publish> {
         self.finished = true;
         let status = status.or(self.status).unwrap_or(CLIENT_CLOSED_REQUEST);
         let elapsed = self.started.elapsed();
         self.metrics.request(&self.provider.slug, status, elapsed);
+        let publish = match self.fill.take() {
+            Some(fill) if outcome == RequestOutcome::Completed => fill.complete(status),
+            _ => None,
+        };
         if let Some(mut log) = self.log.take() {
             let record = &mut log.record;
             record.status_code = status;
@@ -118,6 +161,7 @@ impl ExchangeGuard {
             record.success = outcome == RequestOutcome::Completed && (200..300).contains(&status);
             self.shipper.ship(log);
         }
+        publish
     }
 }
 
@@ -125,7 +169,8 @@ impl Drop for ExchangeGuard {
     fn drop(&mut self) {
         if !self.finished {
             tracing::debug!(provider = %self.provider.slug, "client disconnected before the response completed");
-            self.complete(
+            // Aborted: nothing is cached, so there is nothing to publish.
+            let _ = self.complete(
                 RequestOutcome::ClientAborted,
                 None,
                 Some("client disconnected before the response completed".to_owned()),
@@ -149,6 +194,9 @@ pub struct StreamStalled(pub Duration);
 pub struct TeeBody {
     inner: reqwest::Body,
     guard: Option<ExchangeGuard>,
+    /// The cache write under way, and what it holds back: the last frame, or (`None`) the
+    /// end of the body.
+    publishing: Option<(Publish, Option<Frame<Bytes>>)>,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     last_frame: Instant,
@@ -160,6 +208,7 @@ impl TeeBody {
         Self {
             inner,
             guard: Some(guard),
+            publishing: None,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             last_frame: Instant::now(),
@@ -169,6 +218,42 @@ impl TeeBody {
     fn end(&mut self, outcome: RequestOutcome, error: Option<String>) {
         if let Some(guard) = self.guard.take() {
             guard.finish(outcome, None, error);
+        }
+    }
+
+    /// Ends the exchange as completed and yields `last` (a frame, or `None` for the end of
+    /// the body) once the response's cache write, if any, is done.
+    fn complete_with(
+        &mut self,
+        last: Option<Frame<Bytes>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let publish = self
+            .guard
+            .take()
+            .and_then(|guard| guard.finish_publishing(RequestOutcome::Completed, None, None));
+        match publish {
+            Some(publish) => {
+                self.publishing = Some((publish, last));
+                self.poll_publishing(cx)
+            }
+            None => Poll::Ready(last.map(Ok)),
+        }
+    }
+
+    fn poll_publishing(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.publishing.take() {
+            Some((mut publish, held)) => {
+                if publish.as_mut().poll(cx).is_pending() {
+                    self.publishing = Some((publish, held));
+                    return Poll::Pending;
+                }
+                Poll::Ready(held.map(Ok))
+            }
+            None => Poll::Ready(None),
         }
     }
 
@@ -195,6 +280,9 @@ impl Body for TeeBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if this.publishing.is_some() {
+            return this.poll_publishing(cx);
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.last_frame = Instant::now();
@@ -203,8 +291,8 @@ impl Body for TeeBody {
                 }
                 // With a known length, hyper stops polling once the last byte is out, so the end
                 // must be observed here rather than from a final `None`.
-                if this.inner.is_end_stream() {
-                    this.end(RequestOutcome::Completed, None);
+                if this.inner.is_end_stream() && this.guard.is_some() {
+                    return this.complete_with(Some(frame), cx);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -216,10 +304,7 @@ impl Body for TeeBody {
                 this.end(RequestOutcome::UpstreamBodyError, Some(message));
                 Poll::Ready(Some(Err(Box::new(e))))
             }
-            Poll::Ready(None) => {
-                this.end(RequestOutcome::Completed, None);
-                Poll::Ready(None)
-            }
+            Poll::Ready(None) => this.complete_with(None, cx),
             Poll::Pending if this.guard.is_some() && this.stalled(cx) => {
                 let stalled = StreamStalled(this.idle_timeout);
                 this.end(RequestOutcome::UpstreamTimeout, Some(stalled.to_string()));
@@ -232,7 +317,7 @@ impl Body for TeeBody {
     fn is_end_stream(&self) -> bool {
         // Until the exchange is finished the body must be polled once more, so that the end of
         // an empty upstream body is observed and logged as completed.
-        self.guard.is_none() && self.inner.is_end_stream()
+        self.guard.is_none() && self.publishing.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

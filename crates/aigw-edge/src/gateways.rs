@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::Duration;
+
+use aigw_gateway_state::RatePolicy;
 
 use crate::universal::Retry;
 
@@ -18,6 +21,14 @@ pub struct GatewaySettings {
     /// Whether requests must carry `cf-aig-authorization: Bearer <token>` with a token
     /// [`GatewayDirectory::allows`].
     pub authentication: bool,
+    /// How long responses are cached (`cache_ttl`); `None`: only requests that ask for it
+    /// (`cf-aig-cache-ttl`, `cf-aig-cache-key`) are cached.
+    pub cache_ttl: Option<Duration>,
+    /// Part of every cache key: it changes when an update must invalidate the gateway's
+    /// cached responses (`cache_invalidate_on_update`), so they are never served again.
+    pub cache_epoch: i64,
+    /// The gateway's rate limit, if it has one.
+    pub rate_limit: Option<RatePolicy>,
 }
 
 impl Default for GatewaySettings {
@@ -26,6 +37,9 @@ impl Default for GatewaySettings {
             collect_logs: true,
             retry: Retry::default(),
             authentication: false,
+            cache_ttl: None,
+            cache_epoch: 0,
+            rate_limit: None,
         }
     }
 }

@@ -3,17 +3,23 @@
 //! This crate owns the HTTP face of aigw: the axum router, the provider passthrough proxy that
 //! relays responses (streams included) as they arrive while teeing them into a log capture, the
 //! [`universal`] endpoint (steps with retries and fallback, each attempt through the same
-//! proxy path) and its [`websocket`] API, the `cf-aig-*` request directives, the bounded queue that ships finished log records to a
+//! proxy path) and its [`websocket`] API, the OpenAI-compatible `compat` endpoint (translated by
+//! `aigw-compat`, forwarded through the same proxy path), the `cf-aig-*` request directives, the bounded queue that ships finished log records to a
 //! [`LogSink`], and the edge's health and Prometheus endpoints. It must not know how logs are
 //! stored: the store plugs in behind [`LogSink`] and gateway settings behind
 //! [`GatewayDirectory`]; it links no storage, consensus or object-store crates.
 //!
 //! Request path: [`route`] parses `/v1/{account}/{gateway}/{provider}/{path}` → the provider
 //! catalogue builds the upstream URL → the gateway is resolved → [`directives`] are parsed → the
+//! gateway's rate limit admits the request (from a slice leased off its home shard leader) →
+//! a cacheable request is looked up in the edge's cache tier, then the shared one → the
 //! body is read under the size limit → the upstream request is sent on a pooled client → the
 //! response head is relayed with `cf-aig-log-id` and the body flows through [`exchange::TeeBody`],
 //! which hands the finished record to the [`LogShipper`].
 
+mod cache;
+mod capture;
+mod compat;
 pub mod directives;
 pub mod error;
 pub mod exchange;
@@ -22,6 +28,7 @@ mod memory_sink;
 pub mod metrics;
 mod ops;
 pub mod proxy;
+mod ratelimit;
 pub mod route;
 mod shard_sink;
 pub mod shipper;
@@ -33,16 +40,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aigw_config::Config;
+use aigw_gateway_state::GatewayState;
 use aigw_providers::{ProviderCatalog, registry::CatalogError};
 use axum::Router;
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
+pub use capture::CapturedBody;
 pub use error::EdgeError;
 pub use gateways::{GatewayDirectory, GatewaySettings, InMemoryGateways};
 pub use memory_sink::MemorySink;
 pub use metrics::Metrics;
-pub use shard_sink::{Placement, ShardLogSink};
+pub use shard_sink::{Placement, ShardGatewayState, ShardLogSink};
 pub use shipper::{LogEntry, LogShipper, LogSink, PendingLog, ShipperTask, SinkError, SinkFuture};
 pub use universal::{Backoff, Retry};
 
@@ -62,6 +71,8 @@ pub struct EdgeState {
     shipper: LogShipper,
     metrics: Arc<Metrics>,
     proxy: ProxyLimits,
+    cache: Arc<cache::EdgeCache>,
+    limiter: Arc<ratelimit::RateLimiter>,
     /// Turns `true` when the edge starts shutting down (WebSocket sessions then finish what
     /// is in flight and close).
     closing: tokio::sync::watch::Receiver<bool>,
@@ -86,12 +97,15 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Build an edge from `config`, shipping logs to `sink` and resolving gateways through
-    /// `gateways`. Must be called inside a Tokio runtime (it starts the log worker).
+    /// Build an edge from `config`, shipping logs to `sink`, resolving gateways through
+    /// `gateways`, and sharing cached responses and rate budgets through `state` (the
+    /// gateways' home shards in a cluster). Must be called inside a Tokio runtime (it starts
+    /// the log worker).
     pub fn new(
         config: &Config,
         sink: Arc<dyn LogSink>,
         gateways: Arc<dyn GatewayDirectory>,
+        state: Arc<dyn GatewayState>,
     ) -> Result<Self, EdgeBuildError> {
         let catalog = ProviderCatalog::new(
             config
@@ -116,7 +130,15 @@ impl Edge {
             metrics.clone(),
         );
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
+        let cache = Arc::new(cache::EdgeCache::new(
+            usize::try_from(config.cache.edge_bytes).unwrap_or(usize::MAX),
+            state.clone(),
+            metrics.clone(),
+        ));
+        let limiter = Arc::new(ratelimit::RateLimiter::new(state, metrics.clone()));
         let state = EdgeState {
+            cache,
+            limiter,
             closing: closing_rx,
             catalog,
             gateways,

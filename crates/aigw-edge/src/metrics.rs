@@ -139,6 +139,9 @@ pub struct Metrics {
     duration: Histogram,
     logs_written: AtomicU64,
     logs_dropped: Family,
+    cache_lookups: Family,
+    rate_limited: AtomicU64,
+    rate_limit_unavailable: AtomicU64,
 }
 
 impl Metrics {
@@ -168,6 +171,21 @@ impl Metrics {
     /// Count records that will never be stored.
     pub fn logs_dropped(&self, reason: DropReason, n: usize) {
         self.logs_dropped.add(&[reason.label()], n as u64);
+    }
+
+    /// Count a cache lookup by result (`hit_local`, `hit_shared`, `hit_coalesced`, `miss`).
+    pub fn cache_lookup(&self, result: &str) {
+        self.cache_lookups.add(&[result], 1);
+    }
+
+    /// Count a request refused by its gateway's rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a request admitted because the rate-limit owner could not be asked.
+    pub fn rate_limit_unavailable(&self) {
+        self.rate_limit_unavailable.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Total records dropped for any reason.
@@ -213,6 +231,22 @@ impl Metrics {
             "aigw_logs_dropped_total",
             "Log records that were not stored, by reason.",
             &["reason"],
+        );
+        self.cache_lookups.render(
+            &mut out,
+            "aigw_cache_lookups_total",
+            "Response cache lookups, by result.",
+            &["result"],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP aigw_rate_limited_total Requests refused by their gateway's rate limit.\n# TYPE aigw_rate_limited_total counter\naigw_rate_limited_total {}",
+            self.rate_limited.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP aigw_rate_limit_unavailable_total Requests admitted without their rate-limit owner, which could not be reached.\n# TYPE aigw_rate_limit_unavailable_total counter\naigw_rate_limit_unavailable_total {}",
+            self.rate_limit_unavailable.load(Ordering::Relaxed)
         );
         out
     }

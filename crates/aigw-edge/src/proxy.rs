@@ -16,6 +16,7 @@ use tracing::Instrument;
 use ulid::Ulid;
 
 use crate::EdgeState;
+use crate::cache::{CACHE_STATUS_HEADER, CacheCapture, CachePlan, CacheRequest, Lookup, replay};
 use crate::directives::{CONTROL_PREFIX, Directives};
 use crate::error::EdgeError;
 use crate::exchange::{ExchangeGuard, TeeBody};
@@ -53,6 +54,10 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         crate::universal::universal(&edge, req, started)
             .instrument(span.clone())
             .await
+    } else if crate::compat::is_compat(req.uri().path()) {
+        crate::compat::compat(&edge, req, started)
+            .instrument(span.clone())
+            .await
     } else {
         proxy(&edge, req, started).instrument(span.clone()).await
     };
@@ -70,10 +75,7 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
 }
 
 async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Response, EdgeError> {
-    // The id is minted when the request arrives and carries the same millisecond as
-    // `created_at`: the store orders and time-filters logs by id.
-    let log_id = Ulid::from_datetime(SystemTime::now());
-    let created_at_ms = i64::try_from(log_id.timestamp_ms()).unwrap_or(i64::MAX);
+    let (log_id, created_at_ms) = new_log_id();
     let (parts, body) = req.into_parts();
     let path = parse_gateway_path(parts.uri.path())?;
     let span = tracing::Span::current();
@@ -86,64 +88,108 @@ async fn proxy(edge: &EdgeState, req: Request, started: Instant) -> Result<Respo
         .get(path.provider)
         .ok_or_else(|| EdgeError::UnknownProvider(path.provider.to_owned()))?
         .clone();
-    let settings = edge
-        .gateways
-        .resolve(path.account, path.gateway)
-        .ok_or_else(|| EdgeError::GatewayNotFound {
-            account: path.account.to_owned(),
-            gateway: path.gateway.to_owned(),
-        })?;
-    authorize(edge, &settings, path.account, path.gateway, &parts.headers)?;
-    let directives = Directives::parse(&parts.headers)?;
+    let (settings, directives) = admit(edge, path.account, path.gateway, &parts.headers).await?;
     let target = provider
         .target(path.account, path.rest, parts.uri.query())
         .map_err(|e| EdgeError::MalformedPath(e.to_string()))?;
-
-    let limit = edge.proxy.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(EdgeError::BodyTooLarge { limit });
-    }
-    let body = read_body(body, limit).await?;
+    let body = read_request_body(edge, &parts.headers, body).await?;
 
     span.record("log_id", tracing::field::display(log_id));
-    let collect = directives.collect_log.unwrap_or(settings.collect_logs);
-    let log = collect.then(|| {
-        let exchange = Exchange {
-            log_id,
-            created_at_ms,
-            account: path.account,
-            gateway: path.gateway,
-            provider: &provider,
-            logged_path: &target.logged_path,
-            method: &parts.method,
-            headers: &parts.headers,
-        };
-        exchange.pending_log(&directives, &body)
-    });
+    let exchange = Exchange {
+        log_id,
+        created_at_ms,
+        account: path.account,
+        gateway: path.gateway,
+        provider: &provider,
+        logged_path: &target.logged_path,
+        method: &parts.method,
+        headers: &parts.headers,
+    };
+    let (log, echo) = exchange.open(&directives, &settings, &body);
     let timeout = directives
         .request_timeout
         .unwrap_or(edge.proxy.upstream_timeout);
-    let echo = gateway_headers(collect.then_some(log_id), directives.event_id.as_deref());
+    let headers = upstream_headers(&parts.headers);
+    let cache = CachePlan::new(
+        &settings,
+        &directives,
+        &CacheRequest {
+            account: path.account,
+            gateway: path.gateway,
+            provider: &provider.slug,
+            path: path.rest,
+            query: parts.uri.query(),
+            method: &parts.method,
+            headers: &headers,
+            body: &body,
+        },
+    );
     forward(
         edge,
         Forward {
             provider,
             url: target.url,
             method: parts.method,
-            headers: upstream_headers(&parts.headers),
+            headers,
             body,
             timeout,
             log,
             echo,
             started,
+            cache,
         },
     )
     .await
+}
+
+/// A log id minted now, and its `created_at` (ms): the id carries the same millisecond, as the
+/// store orders and time-filters logs by id. Minted when the request arrives.
+pub(crate) fn new_log_id() -> (Ulid, i64) {
+    let log_id = Ulid::from_datetime(SystemTime::now());
+    let created_at_ms = i64::try_from(log_id.timestamp_ms()).unwrap_or(i64::MAX);
+    (log_id, created_at_ms)
+}
+
+/// The gateway of a request resolved, its caller authorized, its `cf-aig-*` directives parsed
+/// and the request admitted under the gateway's rate limit (429 otherwise) — before the body
+/// is read or anything is sent upstream.
+pub(crate) async fn admit(
+    edge: &EdgeState,
+    account: &str,
+    gateway: &str,
+    headers: &HeaderMap,
+) -> Result<(GatewaySettings, Directives), EdgeError> {
+    let settings =
+        edge.gateways
+            .resolve(account, gateway)
+            .ok_or_else(|| EdgeError::GatewayNotFound {
+                account: account.to_owned(),
+                gateway: gateway.to_owned(),
+            })?;
+    authorize(edge, &settings, account, gateway, headers)?;
+    let directives = Directives::parse(headers)?;
+    if let Some(policy) = settings.rate_limit {
+        edge.limiter.admit(account, gateway, policy).await?;
+    }
+    Ok((settings, directives))
+}
+
+/// The request body under `proxy.max_body_bytes`, refused early when its `Content-Length` says
+/// it is larger.
+pub(crate) async fn read_request_body(
+    edge: &EdgeState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, EdgeError> {
+    let limit = edge.proxy.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(EdgeError::BodyTooLarge { limit });
+    }
+    read_body(body, limit).await
 }
 
 /// On an authenticated gateway, requires `cf-aig-authorization: Bearer <token>` with a token
@@ -196,6 +242,23 @@ pub(crate) struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
+    /// The exchange's log (unless `cf-aig-collect-log` or the gateway turned logging off) and
+    /// the gateway's own response headers; `body` is what is sent upstream.
+    pub(crate) fn open(
+        &self,
+        directives: &Directives,
+        settings: &GatewaySettings,
+        body: &Bytes,
+    ) -> (Option<PendingLog>, HeaderMap) {
+        let collect = directives.collect_log.unwrap_or(settings.collect_logs);
+        let log = collect.then(|| self.pending_log(directives, body));
+        let echo = gateway_headers(
+            collect.then_some(self.log_id),
+            directives.event_id.as_deref(),
+        );
+        (log, echo)
+    }
+
     /// The log of this exchange, to be completed as the response arrives.
     pub(crate) fn pending_log(&self, directives: &Directives, body: &Bytes) -> PendingLog {
         let mut record = LogRecord::new(
@@ -218,7 +281,7 @@ impl Exchange<'_> {
             record,
             wire: self.provider.wire,
             request_body: body.clone(),
-            response_body: bytes::BytesMut::new(),
+            response_body: crate::capture::CapturedBody::default(),
             response_tail: bytes::BytesMut::new(),
             custom_cost: directives.custom_cost,
         }
@@ -239,20 +302,34 @@ pub(crate) struct Forward {
     /// The gateway's own response headers ([`gateway_headers`]).
     pub(crate) echo: HeaderMap,
     pub(crate) started: Instant,
+    /// Set when the response may be served from, and stored in, the cache.
+    pub(crate) cache: Option<CachePlan>,
 }
 
 /// Sends one exchange upstream and relays the answer; the exchange is measured and logged
 /// exactly once, whatever happens. Upstream failures become the gateway's own 502/504.
-pub(crate) async fn forward(edge: &EdgeState, f: Forward) -> Result<Response, EdgeError> {
-    let limit = edge.proxy.max_body_bytes;
-    let mut guard = ExchangeGuard::new(
-        f.provider.clone(),
-        f.started,
-        f.log,
-        usize::try_from(limit).unwrap_or(usize::MAX),
-        edge.shipper.clone(),
-        edge.metrics.clone(),
-    );
+pub(crate) async fn forward(edge: &EdgeState, mut f: Forward) -> Result<Response, EdgeError> {
+    let fill = match &f.cache {
+        None => None,
+        Some(plan) => {
+            let found = edge.cache.lookup(plan, f.timeout).await;
+            if let Lookup::Hit(entry, _) = &found {
+                return Ok(serve_hit(edge, f, entry));
+            }
+            f.echo.insert(
+                HeaderName::from_static(CACHE_STATUS_HEADER),
+                HeaderValue::from_static("MISS"),
+            );
+            match found {
+                Lookup::Miss(ticket) => Some(CacheCapture::new(ticket)),
+                _ => None,
+            }
+        }
+    };
+    let mut guard = exchange_guard(edge, f.provider.clone(), f.started, f.log);
+    if let Some(fill) = fill {
+        guard.fill_cache(fill);
+    }
     let (provider, echo, timeout) = (f.provider, f.echo, f.timeout);
     let upstream_req = edge
         .client
@@ -324,6 +401,49 @@ pub(crate) async fn forward(edge: &EdgeState, f: Forward) -> Result<Response, Ed
     }
     *response.body_mut() = Body::new(TeeBody::new(up_body, guard, timeout));
     Ok(response)
+}
+
+fn exchange_guard(
+    edge: &EdgeState,
+    provider: Arc<Provider>,
+    started: Instant,
+    log: Option<PendingLog>,
+) -> ExchangeGuard {
+    ExchangeGuard::new(
+        provider,
+        started,
+        log,
+        usize::try_from(edge.proxy.max_body_bytes).unwrap_or(usize::MAX),
+        edge.shipper.clone(),
+        edge.metrics.clone(),
+    )
+}
+
+/// Answers from the cache: the stored response (an event stream replayed event by event),
+/// logged as cached with the original's token counts.
+fn serve_hit(edge: &EdgeState, f: Forward, entry: &aigw_gateway_state::CacheEntry) -> Response {
+    let mut log = f.log;
+    if let Some(log) = &mut log {
+        log.record.cached = true;
+    }
+    let mut guard = exchange_guard(edge, f.provider, f.started, log);
+    let content_type = entry.content_type.as_deref();
+    let streamed = content_type.is_some_and(|ct| ct.starts_with("text/event-stream"));
+    guard.response_head(entry.status, content_type, streamed);
+    guard.capture(&entry.body);
+    guard.finish(RequestOutcome::Completed, None, None);
+    let mut response = Response::new(replay(entry));
+    *response.status_mut() = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    if let Some(value) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.extend(f.echo);
+    headers.insert(
+        HeaderName::from_static(CACHE_STATUS_HEADER),
+        HeaderValue::from_static("HIT"),
+    );
+    response
 }
 
 /// Read the whole request body, refusing more than `limit` bytes.

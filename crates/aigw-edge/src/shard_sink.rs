@@ -1,11 +1,18 @@
 //! The production [`LogSink`]: hands batches to the owning shard through the `aigw.shard.v1`
-//! service interface — a remote tonic client or, in the all-in-one process, the server itself.
+//! service interface — a remote tonic client or, in the all-in-one process, the server itself —
+//! and the production [`GatewayState`], reached through the same interface.
 
 use std::sync::Arc;
 
+use aigw_gateway_state::{
+    CacheEntry, CacheKey, GatewayState, Lease, RatePolicy, StateError, StateFuture, Technique,
+};
 use aigw_proto::GROUP_METADATA;
 use aigw_proto::shard::shard_server::Shard;
-use aigw_proto::shard::{IngestEntry, IngestRequest};
+use aigw_proto::shard::{
+    CacheGetRequest, CachePutRequest, IngestEntry, IngestRequest, LeaseRateRequest,
+};
+use bytes::Bytes;
 
 use crate::shipper::{LogEntry, LogSink, SinkError, SinkFuture};
 
@@ -70,5 +77,94 @@ impl LogSink for ShardLogSink {
         self.placement
             .as_ref()
             .map_or(0, |p| p(account, gateway, created_at_ms))
+    }
+}
+
+/// The gateway state of a cluster: each gateway's on the leader of its home shard group,
+/// reached through the `aigw.shard.v1` service (a router over every group, or in process).
+pub struct ShardGatewayState {
+    shard: Arc<dyn Shard>,
+}
+
+impl ShardGatewayState {
+    /// State reached through `shard`.
+    pub fn new(shard: Arc<dyn Shard>) -> Self {
+        Self { shard }
+    }
+}
+
+fn unavailable(status: &tonic::Status) -> StateError {
+    StateError(status.message().to_owned())
+}
+
+impl GatewayState for ShardGatewayState {
+    fn cache_get<'a>(
+        &'a self,
+        account: &'a str,
+        gateway: &'a str,
+        key: CacheKey,
+    ) -> StateFuture<'a, Option<CacheEntry>> {
+        Box::pin(async move {
+            let reply = self
+                .shard
+                .cache_get(tonic::Request::new(CacheGetRequest {
+                    account_id: account.to_owned(),
+                    gateway_id: gateway.to_owned(),
+                    key: Bytes::copy_from_slice(&key.0),
+                }))
+                .await
+                .map_err(|s| unavailable(&s))?;
+            reply
+                .into_inner()
+                .entry
+                .map(CacheEntry::try_from)
+                .transpose()
+                .map_err(|e| StateError(e.to_string()))
+        })
+    }
+
+    fn cache_put<'a>(
+        &'a self,
+        account: &'a str,
+        gateway: &'a str,
+        key: CacheKey,
+        entry: CacheEntry,
+    ) -> StateFuture<'a, ()> {
+        Box::pin(async move {
+            self.shard
+                .cache_put(tonic::Request::new(CachePutRequest {
+                    account_id: account.to_owned(),
+                    gateway_id: gateway.to_owned(),
+                    key: Bytes::copy_from_slice(&key.0),
+                    entry: Some(entry.into()),
+                }))
+                .await
+                .map_err(|s| unavailable(&s))?;
+            Ok(())
+        })
+    }
+
+    fn lease<'a>(
+        &'a self,
+        account: &'a str,
+        gateway: &'a str,
+        policy: RatePolicy,
+        want: u64,
+    ) -> StateFuture<'a, Lease> {
+        Box::pin(async move {
+            let reply = self
+                .shard
+                .lease_rate(tonic::Request::new(LeaseRateRequest {
+                    account_id: account.to_owned(),
+                    gateway_id: gateway.to_owned(),
+                    limit: policy.limit,
+                    interval_ms: policy.interval_ms,
+                    sliding: policy.technique == Technique::Sliding,
+                    want,
+                }))
+                .await
+                .map_err(|s| unavailable(&s))?;
+            Ok(reply.into_inner().into())
+        })
     }
 }

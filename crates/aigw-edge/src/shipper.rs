@@ -25,6 +25,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::capture::CapturedBody;
 use crate::metrics::{DropReason, Metrics};
 
 /// A finished log record with the bodies to store beside it.
@@ -70,7 +71,7 @@ pub struct PendingLog {
     /// The request body as stored (already cut at the limit).
     pub request_body: Bytes,
     /// The response body as relayed, up to the limit.
-    pub response_body: BytesMut,
+    pub response_body: CapturedBody,
     /// When the body exceeded the limit: its last bytes (up to about twice
     /// [`RESPONSE_TAIL_BYTES`](crate::exchange::RESPONSE_TAIL_BYTES)), for usage extraction.
     pub response_tail: BytesMut,
@@ -89,7 +90,7 @@ impl PendingLog {
             response_tail,
             custom_cost,
         } = self;
-        let response_body = response_body.freeze();
+        let response_body = response_body.join();
         let mut usage = extract_usage(wire, &record.path, &response_body, record.streamed);
         if record.response_body_truncated {
             let tail = extract_usage_tail(wire, &record.path, &response_tail, record.streamed);
@@ -104,6 +105,8 @@ impl PendingLog {
         record.tokens_out = usage.tokens_out;
         record.custom_cost = custom_cost.is_some();
         record.cost = match custom_cost {
+            // A cached response cost nothing; its token counts are the original's.
+            _ if record.cached => Some(0.0),
             Some(custom) => custom.cost(usage.tokens_in, usage.tokens_out),
             None => PricingTable::builtin().cost(
                 &record.provider,

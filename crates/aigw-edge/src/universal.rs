@@ -7,7 +7,7 @@
 //! event id, its step and attempt number).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::response::Response;
@@ -19,10 +19,11 @@ use serde_json::{Map, Value};
 use ulid::Ulid;
 
 use crate::EdgeState;
-use crate::directives::{Directives, MAX_REQUEST_TIMEOUT_MS};
+use crate::cache::{CachePlan, CacheRequest};
+use crate::directives::MAX_REQUEST_TIMEOUT_MS;
 use crate::error::EdgeError;
 use crate::proxy::{
-    Exchange, Forward, authorize, forward, gateway_headers, read_body, upstream_headers,
+    Exchange, Forward, admit, forward, gateway_headers, new_log_id, read_body, upstream_headers,
 };
 use crate::route::valid_id;
 
@@ -290,15 +291,7 @@ pub(crate) async fn universal(
     let span = tracing::Span::current();
     span.record("account", account);
     span.record("gateway", gateway);
-    let settings =
-        edge.gateways
-            .resolve(account, gateway)
-            .ok_or_else(|| EdgeError::GatewayNotFound {
-                account: account.to_owned(),
-                gateway: gateway.to_owned(),
-            })?;
-    authorize(edge, &settings, account, gateway, &parts.headers)?;
-    let mut directives = Directives::parse(&parts.headers)?;
+    let (settings, mut directives) = admit(edge, account, gateway, &parts.headers).await?;
     let body = read_body(body, edge.proxy.max_body_bytes).await?;
     let defaults = Retry {
         max_attempts: directives
@@ -341,11 +334,11 @@ pub(crate) async fn universal(
                 Some(t) if !last => t,
                 _ => edge.proxy.upstream_timeout,
             };
-            let log_id = Ulid::from_datetime(SystemTime::now());
+            let (log_id, created_at_ms) = new_log_id();
             let log = collect.then(|| {
                 let exchange = Exchange {
                     log_id,
-                    created_at_ms: i64::try_from(log_id.timestamp_ms()).unwrap_or(i64::MAX),
+                    created_at_ms,
                     account,
                     gateway,
                     provider: &step.provider,
@@ -364,6 +357,21 @@ pub(crate) async fn universal(
                 HeaderName::from_static(STEP_HEADER),
                 HeaderValue::from(index),
             );
+            let cache = CachePlan::new(
+                &settings,
+                &directives,
+                &CacheRequest {
+                    account,
+                    gateway,
+                    provider: &step.provider.slug,
+                    // The step's endpoint as given, query included.
+                    path: &step.endpoint,
+                    query: None,
+                    method: &Method::POST,
+                    headers: &headers,
+                    body: &step.body,
+                },
+            );
             let response = forward(
                 edge,
                 Forward {
@@ -380,6 +388,7 @@ pub(crate) async fn universal(
                     } else {
                         Instant::now()
                     },
+                    cache,
                 },
             )
             .await?;

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::EdgeState;
+use crate::cache::CACHE_STATUS_HEADER;
 use crate::error::EdgeError;
 use crate::proxy::{AUTHORIZATION_HEADER, EVENT_ID_HEADER, LOG_ID_HEADER, authorize};
 use crate::universal::{STEP_HEADER, coordinates, universal};
@@ -346,7 +347,7 @@ async fn relay(out: &mpsc::Sender<Message>, response: Response, event_id: Option
         };
         let content_type = header(header::CONTENT_TYPE.as_str());
         let metadata = json!({
-            "cacheStatus": "MISS",
+            "cacheStatus": header(CACHE_STATUS_HEADER).unwrap_or_else(|| "MISS".to_owned()),
             "eventId": event_id,
             "logId": header(LOG_ID_HEADER),
             "step": header(STEP_HEADER).and_then(|s| s.parse::<u32>().ok()),

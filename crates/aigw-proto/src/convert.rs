@@ -30,6 +30,67 @@ pub fn id_from_bytes(bytes: &[u8]) -> Result<Ulid, ConvertError> {
     Ok(Ulid::from_bytes(array))
 }
 
+impl From<aigw_gateway_state::CacheEntry> for shard::CachedResponse {
+    fn from(e: aigw_gateway_state::CacheEntry) -> Self {
+        Self {
+            status: u32::from(e.status),
+            content_type: e.content_type,
+            body: e.body,
+            expires_at_ms: e.expires_at_ms,
+        }
+    }
+}
+
+impl TryFrom<shard::CachedResponse> for aigw_gateway_state::CacheEntry {
+    type Error = ConvertError;
+
+    fn try_from(r: shard::CachedResponse) -> Result<Self, ConvertError> {
+        Ok(Self {
+            status: u16::try_from(r.status).map_err(|_| ConvertError::OutOfRange("status"))?,
+            content_type: r.content_type,
+            body: r.body,
+            expires_at_ms: r.expires_at_ms,
+        })
+    }
+}
+
+impl From<aigw_gateway_state::Lease> for shard::LeaseRateResponse {
+    fn from(l: aigw_gateway_state::Lease) -> Self {
+        Self {
+            granted: l.granted,
+            valid_until_ms: l.valid_until_ms,
+            retry_after_ms: l.retry_after_ms,
+            remaining: l.remaining,
+        }
+    }
+}
+
+impl From<shard::LeaseRateResponse> for aigw_gateway_state::Lease {
+    fn from(r: shard::LeaseRateResponse) -> Self {
+        Self {
+            granted: r.granted,
+            valid_until_ms: r.valid_until_ms,
+            retry_after_ms: r.retry_after_ms,
+            remaining: r.remaining,
+        }
+    }
+}
+
+impl shard::LeaseRateRequest {
+    /// The rate policy this request leases under.
+    pub fn policy(&self) -> aigw_gateway_state::RatePolicy {
+        aigw_gateway_state::RatePolicy {
+            limit: self.limit,
+            interval_ms: self.interval_ms.max(1),
+            technique: if self.sliding {
+                aigw_gateway_state::Technique::Sliding
+            } else {
+                aigw_gateway_state::Technique::Fixed
+            },
+        }
+    }
+}
+
 impl From<RequestOutcome> for shard::Outcome {
     fn from(o: RequestOutcome) -> Self {
         match o {

@@ -10,9 +10,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 use aigw_proto::GROUP_METADATA;
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{
-    DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
-    GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestRequest, IngestResponse,
-    ListLogsRequest, ListLogsResponse, UpdateLogRequest, UpdateLogResponse,
+    CacheGetRequest, CacheGetResponse, CachePutRequest, CachePutResponse, DeleteGatewayRequest,
+    DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse, GetBodyRequest, GetBodyResponse,
+    GetLogRequest, GetLogResponse, IngestRequest, IngestResponse, LeaseRateRequest,
+    LeaseRateResponse, ListLogsRequest, ListLogsResponse, UpdateLogRequest, UpdateLogResponse,
 };
 use aigw_raft::GroupId;
 use tonic::{Request, Response, Status};
@@ -98,4 +99,7 @@ dispatch! {
     update_log(UpdateLogRequest) -> UpdateLogResponse;
     delete_logs(DeleteLogsRequest) -> DeleteLogsResponse;
     delete_gateway(DeleteGatewayRequest) -> DeleteGatewayResponse;
+    cache_get(CacheGetRequest) -> CacheGetResponse;
+    cache_put(CachePutRequest) -> CachePutResponse;
+    lease_rate(LeaseRateRequest) -> LeaseRateResponse;
 }

@@ -6,6 +6,8 @@
 //! into one object per gateway, before their rows are proposed; deletions remove or erase
 //! bodies after they commit; reads are linearizable; rows are admitted against per-gateway quotas
 //! that the leader keeps current by reporting usage to the account manager ([`QuotaKeeper`]).
+//! The leader of a gateway's home group also serves its soft state — the cache's shared tier
+//! and rate-limit leases — from a node-wide `aigw_gateway_state::LocalGatewayState`.
 //! It must not
 //! know about HTTP or the management API's wire format; it speaks the gRPC contract only.
 

@@ -5,14 +5,17 @@ use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet};
 
 use aigw_blob::{BlobError, BlobStore, ByteRange, Codec};
+use aigw_gateway_state::{CacheKey, GatewayState, LocalGatewayState};
 use aigw_logindex::command::{Applied, Command, Delete, DeleteGateway, Insert, Update, kind::Kind};
 use aigw_logindex::{CompiledQuery, IndexError, LogIndex, pack_key};
 use aigw_proto::LEADER_METADATA;
 use aigw_proto::shard::shard_server::Shard;
 use aigw_proto::shard::{
-    BodyKind, DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
+    BodyKind, CacheGetRequest, CacheGetResponse, CachePutRequest, CachePutResponse,
+    DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
     GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestRequest, IngestResponse,
-    ListLogsRequest, ListLogsResponse, LogQuery, UpdateLogRequest, UpdateLogResponse,
+    LeaseRateRequest, LeaseRateResponse, ListLogsRequest, ListLogsResponse, LogQuery,
+    UpdateLogRequest, UpdateLogResponse,
 };
 use aigw_raft::{GroupHandle, ReadError, WriteError};
 use aigw_types::unix_now_ms;
@@ -43,7 +46,11 @@ pub struct ShardService {
     codec: Codec,
     pack_ids: Arc<PackIds>,
     quotas: Option<QuotaKeeper>,
+    state: Arc<LocalGatewayState>,
 }
+
+/// Cache budget of a service given no node-wide gateway state (tests, tools).
+const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 
 impl ShardService {
     /// Serve the group `group` whose state machine maintains `index`, keeping bodies in `blobs`.
@@ -55,7 +62,15 @@ impl ShardService {
             codec: Codec::default(),
             pack_ids: Arc::new(PackIds::new()),
             quotas: None,
+            state: Arc::new(LocalGatewayState::new(DEFAULT_CACHE_BYTES)),
         }
+    }
+
+    /// Keeps the soft gateway state (shared cache tier, rate budgets) of the gateways this
+    /// group is home to in `state`, which a node shares between its groups (one budget).
+    pub fn with_gateway_state(mut self, state: Arc<LocalGatewayState>) -> Self {
+        self.state = state;
+        self
     }
 
     /// Admits rows against quotas that `quotas` keeps current (without: every row).
@@ -190,6 +205,19 @@ impl ShardService {
             .map_err(|e| Status::internal(format!("undecodable apply reply: {e}")))
     }
 
+    /// Refuses (retryably, naming the leader) unless this replica leads the group. The soft
+    /// gateway state is served on the leader alone so that every edge shares one copy.
+    fn leading(&self) -> Result<(), Status> {
+        if self.group.is_leader() {
+            return Ok(());
+        }
+        let leader = self.group.leader().and_then(|(_, addr)| addr);
+        Err(not_leader(
+            "this replica is not the shard leader".into(),
+            leader,
+        ))
+    }
+
     async fn read_barrier(&self) -> Result<(), Status> {
         self.group.ensure_linearizable().await.map_err(read_status)
     }
@@ -294,6 +322,12 @@ fn compile(query: Option<LogQuery>) -> Result<CompiledQuery, Status> {
     CompiledQuery::compile(&query).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+fn cache_key(bytes: &[u8]) -> Result<CacheKey, Status> {
+    CacheKey::from_slice(bytes).ok_or_else(|| {
+        Status::invalid_argument(format!("cache key must be 32 bytes, got {}", bytes.len()))
+    })
+}
+
 fn log_not_found(id: Ulid) -> Status {
     Status::not_found(format!("log `{id}` not found"))
 }
@@ -305,14 +339,8 @@ impl Shard for ShardService {
         &self,
         request: Request<IngestRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
-        if !self.group.is_leader() {
-            // Refuse before writing bodies that would be orphaned.
-            let leader = self.group.leader().and_then(|(_, addr)| addr);
-            return Err(not_leader(
-                "this replica is not the shard leader".into(),
-                leader,
-            ));
-        }
+        // Refuse before writing bodies that would be orphaned.
+        self.leading()?;
         let entries = request.into_inner().entries;
         let (codec, ids) = (self.codec, self.pack_ids.clone());
         let batch = tokio::task::spawn_blocking(move || pack_batch(entries, codec, &ids))
@@ -547,5 +575,56 @@ impl Shard for ShardService {
         Ok(Response::new(DeleteGatewayResponse {
             deleted: applied.affected,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().gateway_id))]
+    async fn cache_get(
+        &self,
+        request: Request<CacheGetRequest>,
+    ) -> Result<Response<CacheGetResponse>, Status> {
+        self.leading()?;
+        let r = request.into_inner();
+        let entry = self
+            .state
+            .cache_get(&r.account_id, &r.gateway_id, cache_key(&r.key)?)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(CacheGetResponse {
+            entry: entry.map(Into::into),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().gateway_id))]
+    async fn cache_put(
+        &self,
+        request: Request<CachePutRequest>,
+    ) -> Result<Response<CachePutResponse>, Status> {
+        self.leading()?;
+        let r = request.into_inner();
+        let entry = r
+            .entry
+            .ok_or_else(|| Status::invalid_argument("missing entry"))?
+            .try_into()
+            .map_err(|e: aigw_proto::ConvertError| Status::invalid_argument(e.to_string()))?;
+        self.state
+            .cache_put(&r.account_id, &r.gateway_id, cache_key(&r.key)?, entry)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(CachePutResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_id, gateway = %request.get_ref().gateway_id))]
+    async fn lease_rate(
+        &self,
+        request: Request<LeaseRateRequest>,
+    ) -> Result<Response<LeaseRateResponse>, Status> {
+        self.leading()?;
+        let r = request.into_inner();
+        let lease = self
+            .state
+            .lease(&r.account_id, &r.gateway_id, r.policy(), r.want)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(lease.into()))
     }
 }

@@ -24,6 +24,13 @@ pub enum ErrorCode {
     /// The gateway requires `cf-aig-authorization: Bearer <token>` and it is missing or not
     /// valid for the account.
     GatewayUnauthorized = 2007,
+    /// An OpenAI-compatible (`/compat/chat/completions`) request is malformed: not JSON, or a
+    /// field (named in the message, e.g. `model`, `messages[2].tool_call_id`) is missing or
+    /// has the wrong shape.
+    InvalidCompatRequest = 2008,
+    /// An OpenAI-compatible request names a provider the endpoint does not translate to, or
+    /// asks for a feature that provider cannot take (the message names both).
+    CompatUnsupported = 2009,
     /// The gateway id does not exist for this account.
     GatewayNotFound = 2010,
     /// The request body exceeds the configured maximum.
@@ -34,6 +41,8 @@ pub enum ErrorCode {
     UpstreamUnreachable = 2020,
     /// The upstream provider did not answer in time.
     UpstreamTimeout = 2021,
+    /// The gateway's rate limit is reached; nothing was sent upstream.
+    RateLimited = 2030,
     /// The gateway failed in a way the client cannot fix.
     Internal = 2099,
 }
@@ -57,11 +66,14 @@ impl TryFrom<u32> for ErrorCode {
             InvalidBody,
             InvalidStep,
             GatewayUnauthorized,
+            InvalidCompatRequest,
+            CompatUnsupported,
             GatewayNotFound,
             BodyTooLarge,
             RouteNotFound,
             UpstreamUnreachable,
             UpstreamTimeout,
+            RateLimited,
             Internal,
         ]
         .into_iter()

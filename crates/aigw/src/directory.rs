@@ -4,14 +4,15 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use aigw_accounts::{DEFAULT_GATEWAY, GatewayMirror};
+use aigw_accounts::{DEFAULT_GATEWAY, GatewayMirror, default_settings};
+use aigw_gateway_state::{RatePolicy, Technique};
 use std::time::Duration;
 
 use aigw_api::{Authenticator, Principal};
 use aigw_edge::{Backoff, GatewayDirectory, GatewaySettings, Retry};
 use aigw_proto::DynGateways;
 use aigw_proto::admin::GatewayRef;
-use aigw_proto::admin::RetryBackoff;
+use aigw_proto::admin::{RateLimitingTechnique, RetryBackoff};
 
 /// Resolves gateways from a mirror; persists an account's implicit `default` gateway in the
 /// background the first time it is used, so it appears in listings.
@@ -84,18 +85,38 @@ impl GatewayDirectory for MirrorDirectory {
     }
 
     fn resolve(&self, account: &str, gateway: &str) -> Option<GatewaySettings> {
-        let settings = self.mirror.settings(account, gateway)?;
-        if gateway == DEFAULT_GATEWAY && self.mirror.get(account, gateway).is_none() {
-            self.materialize_default(account);
-        }
+        let stored = self.mirror.get(account, gateway);
+        let (settings, cache_epoch) = match stored {
+            Some(g) => (
+                g.settings.unwrap_or_else(default_settings),
+                g.cache_epoch_ms,
+            ),
+            None if gateway == DEFAULT_GATEWAY => {
+                self.materialize_default(account);
+                (default_settings(), 0)
+            }
+            None => return None,
+        };
         let backoff = match settings.retry_backoff() {
             RetryBackoff::Linear => Backoff::Linear,
             RetryBackoff::Exponential => Backoff::Exponential,
             RetryBackoff::Constant | RetryBackoff::Unspecified => Backoff::Constant,
         };
+        let rate_limit = (settings.rate_limiting_limit > 0 && settings.rate_limiting_interval > 0)
+            .then(|| RatePolicy {
+                limit: settings.rate_limiting_limit,
+                interval_ms: settings.rate_limiting_interval.saturating_mul(1_000),
+                technique: match settings.rate_limiting_technique() {
+                    RateLimitingTechnique::Sliding => Technique::Sliding,
+                    RateLimitingTechnique::Fixed => Technique::Fixed,
+                },
+            });
         Some(GatewaySettings {
             collect_logs: settings.collect_logs,
             authentication: settings.authentication,
+            cache_ttl: (settings.cache_ttl > 0).then(|| Duration::from_secs(settings.cache_ttl)),
+            cache_epoch,
+            rate_limit,
             retry: Retry {
                 max_attempts: settings
                     .retry_max_attempts

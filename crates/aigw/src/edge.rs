@@ -12,7 +12,7 @@ use aigw_cluster::{
     AccountsClient, Credentials, RetryPolicy, ShardRouter, follow_gateways, follow_shard_map,
 };
 use aigw_config::Config;
-use aigw_edge::{Edge, ShardLogSink};
+use aigw_edge::{Edge, ShardGatewayState, ShardLogSink};
 use aigw_proto::DynGateways;
 use aigw_proto::shard::shard_server::Shard;
 use anyhow::Context;
@@ -132,12 +132,13 @@ pub async fn serve_http(
         issued: mirror.clone(),
     });
     let api = aigw_api::router(ApiState {
-        shards,
+        shards: shards.clone(),
         gateways: gateways.clone(),
         auth: auth.clone(),
     });
     let directory = MirrorDirectory::new(mirror, gateways, Arc::new(RunTokens(auth)));
-    let edge = Edge::new(config, Arc::new(sink), Arc::new(directory))?;
+    let state = Arc::new(ShardGatewayState::new(shards.clone()));
+    let edge = Edge::new(config, Arc::new(sink), Arc::new(directory), state)?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;

@@ -20,6 +20,7 @@ use aigw_cluster::{
     AccountsClient, Credentials, GroupShards, RetryPolicy, ShardRouter, follow_shard_map,
 };
 use aigw_config::{Config, Member};
+use aigw_gateway_state::LocalGatewayState;
 use aigw_logindex::LogIndex;
 use aigw_placement::{DEFAULT_VNODES_PER_NODE, METADATA_GROUP, NodeInfo, ShardMap};
 use aigw_proto::MAX_SHARD_MESSAGE_BYTES;
@@ -97,6 +98,9 @@ struct Replicas {
     usage_report_rows: u64,
     /// When gateways are split (sent with usage reports).
     splits: SplitPolicy,
+    /// The soft state (shared cache tier, rate budgets) of the gateways whose home groups
+    /// this node leads: one memory budget for all of them.
+    gateway_state: Arc<LocalGatewayState>,
     /// Groups with a membership change under way.
     moving: Arc<Mutex<HashSet<GroupId>>>,
     /// Groups the map moved away from this node → when that was first seen.
@@ -185,6 +189,9 @@ impl ShardNode {
                 rows: config.shard_split_rows,
                 max_sub_shards: config.shard_max_sub_shards,
             },
+            gateway_state: Arc::new(LocalGatewayState::new(
+                usize::try_from(config.cache.shard_bytes).unwrap_or(usize::MAX),
+            )),
             moving: Arc::default(),
             leaving: Arc::default(),
             unled: Arc::default(),
@@ -654,6 +661,7 @@ impl Replicas {
         };
         let service = ShardService::new(index, handle, self.blobs.clone())
             .with_codec(self.codec)
+            .with_gateway_state(self.gateway_state.clone())
             .with_quotas(
                 QuotaKeeper::new(self.usage.clone(), group, self.usage_report_rows)
                     .with_splits(self.splits),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aigw_config::{Config, ProviderConfig};
 use aigw_edge::{Edge, GatewayDirectory, InMemoryGateways, LogEntry, LogSink, MemorySink, Metrics};
+use aigw_gateway_state::LocalGatewayState;
 use aigw_mock_upstream::{MockOptions, MockServer};
 use tokio::sync::oneshot;
 
@@ -21,6 +22,8 @@ pub struct Harness {
     pub sink: Arc<MemorySink>,
     pub gateways: Arc<InMemoryGateways>,
     pub metrics: Arc<Metrics>,
+    /// The cache's shared tier and the rate budgets (a cluster keeps them on shard leaders).
+    pub state: Arc<LocalGatewayState>,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
@@ -64,6 +67,26 @@ impl Harness {
         sink: Arc<dyn LogSink>,
         memory: Arc<MemorySink>,
     ) -> Self {
+        let state = Arc::new(LocalGatewayState::new(64 << 20));
+        Self::start_full(adjust, sink, memory, state).await
+    }
+
+    /// Start an edge sharing `state` (cache tier, rate budgets) with others, as the edges of
+    /// a cluster share their gateways' home shards.
+    pub async fn start_sharing(
+        adjust: impl FnOnce(&mut Config),
+        state: Arc<LocalGatewayState>,
+    ) -> Self {
+        let sink = Arc::new(MemorySink::default());
+        Self::start_full(adjust, sink.clone(), sink, state).await
+    }
+
+    async fn start_full(
+        adjust: impl FnOnce(&mut Config),
+        sink: Arc<dyn LogSink>,
+        memory: Arc<MemorySink>,
+        state: Arc<LocalGatewayState>,
+    ) -> Self {
         let mock = aigw_mock_upstream::spawn(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             MockOptions::default(),
@@ -75,8 +98,13 @@ impl Harness {
         config.proxy.upstream_timeout_ms = 5_000;
         adjust(&mut config);
         let gateways = Arc::new(InMemoryGateways::default());
-        let edge = Edge::new(&config, sink, gateways.clone() as Arc<dyn GatewayDirectory>)
-            .expect("edge builds");
+        let edge = Edge::new(
+            &config,
+            sink,
+            gateways.clone() as Arc<dyn GatewayDirectory>,
+            state.clone(),
+        )
+        .expect("edge builds");
         let metrics = edge.metrics().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -96,6 +124,7 @@ impl Harness {
             sink: memory,
             gateways,
             metrics,
+            state,
             client: reqwest::Client::new(),
             stop: Some(stop),
             served: Some(served),

@@ -121,6 +121,7 @@ impl Gateways for MemGateways {
             settings: r.settings,
             created_at_ms: now,
             modified_at_ms: now,
+            cache_epoch_ms: 0,
         };
         all.insert(key, g.clone());
         Ok(Response::new(g))
@@ -589,6 +590,27 @@ impl Shard for MemShard {
         Ok(Response::new(DeleteGatewayResponse {
             deleted: (before - logs.len()) as u64,
         }))
+    }
+
+    async fn cache_get(
+        &self,
+        _: Request<aigw_proto::shard::CacheGetRequest>,
+    ) -> Result<Response<aigw_proto::shard::CacheGetResponse>, Status> {
+        Err(Status::unimplemented("no gateway state here"))
+    }
+
+    async fn cache_put(
+        &self,
+        _: Request<aigw_proto::shard::CachePutRequest>,
+    ) -> Result<Response<aigw_proto::shard::CachePutResponse>, Status> {
+        Err(Status::unimplemented("no gateway state here"))
+    }
+
+    async fn lease_rate(
+        &self,
+        _: Request<aigw_proto::shard::LeaseRateRequest>,
+    ) -> Result<Response<aigw_proto::shard::LeaseRateResponse>, Status> {
+        Err(Status::unimplemented("no gateway state here"))
     }
 }
 
