@@ -44,9 +44,10 @@ $(VENV)/.installed: tests/conformance/requirements.txt tests/moto-requirements.t
 bench:
 	$(CARGO) bench -p aigw-benches
 	$(CARGO) build --release --bin aigw --bin aigw-mock
-	$(CARGO) build --release -p aigw-benches --bin loadbench --bin wsbench
+	$(CARGO) build --release -p aigw-benches --bin loadbench --bin wsbench --bin cachebench
 	./target/release/loadbench
 	./target/release/wsbench
+	./target/release/cachebench
 	$(CARGO) run --release -p aigw-benches --bin storebench
 	$(CARGO) run --release -p aigw-benches --bin clusterbench
 

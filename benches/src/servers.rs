@@ -70,6 +70,18 @@ pub fn start_aigw(
     generation: u32,
     mock_addr: SocketAddr,
 ) -> Result<(ChildGuard, SocketAddr)> {
+    start_aigw_with(bin, dir, generation, mock_addr, &[])
+}
+
+/// [`start_aigw`] with more environment variables for aigw (`AIGW_ADMIN_TOKEN`, …), set
+/// after (so over) the ones it sets itself.
+pub fn start_aigw_with(
+    bin: &Path,
+    dir: &Path,
+    generation: u32,
+    mock_addr: SocketAddr,
+    env: &[(&str, &str)],
+) -> Result<(ChildGuard, SocketAddr)> {
     let aigw_addr = free_port()?;
     let grpc_addr = free_port()?;
     let log = dir.join(format!("aigw-{generation}.log"));
@@ -87,6 +99,7 @@ pub fn start_aigw(
             format!("http://{mock_addr}/v1"),
         )
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -110,6 +123,21 @@ pub fn release_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), |dir| root.join(dir));
     target.join("release")
+}
+
+/// The binaries under test, `(aigw, aigw-mock)`: `AIGW_BIN` and `AIGW_MOCK_BIN`, by default
+/// in [`release_dir`]; an error if either is missing.
+pub fn binaries_under_test() -> Result<(PathBuf, PathBuf)> {
+    let [aigw, mock] = [("AIGW_BIN", "aigw"), ("AIGW_MOCK_BIN", "aigw-mock")]
+        .map(|(var, name)| crate::env::env_or(var, release_dir().join(name)));
+    let (aigw, mock): (PathBuf, PathBuf) = (aigw?, mock?);
+    if let Some(missing) = [&aigw, &mock].into_iter().find(|bin| !bin.exists()) {
+        bail!(
+            "{} is missing (cargo build --release --bin aigw --bin aigw-mock)",
+            missing.display()
+        );
+    }
+    Ok((aigw, mock))
 }
 
 /// Starts `aigw-mock` on a free port and reads the port from its one line of output.

@@ -71,6 +71,15 @@ impl Latencies {
         Some(Duration::from_nanos(self.nanos[rank - 1]))
     }
 
+    /// The arithmetic mean, or `None` without samples.
+    pub fn mean(&self) -> Option<Duration> {
+        let n = u128::try_from(self.nanos.len()).ok().filter(|&n| n > 0)?;
+        let sum: u128 = self.nanos.iter().map(|&ns| u128::from(ns)).sum();
+        Some(Duration::from_nanos(
+            u64::try_from(sum / n).unwrap_or(u64::MAX),
+        ))
+    }
+
     /// The largest sample, or `None` without samples.
     pub fn max(&mut self) -> Option<Duration> {
         self.quantile(1.0)
@@ -114,6 +123,12 @@ mod tests {
         let mut one = set(&[7]);
         assert_eq!(one.quantile(0.5), Some(Duration::from_micros(7)));
         assert_eq!(one.quantile(0.99), Some(Duration::from_micros(7)));
+    }
+
+    #[test]
+    fn mean_of_the_samples() {
+        assert_eq!(set(&[1, 2, 6]).mean(), Some(Duration::from_micros(3)));
+        assert_eq!(Latencies::default().mean(), None);
     }
 
     #[test]

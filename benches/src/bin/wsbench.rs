@@ -9,14 +9,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aigw_benches::env::env_or;
 use aigw_benches::procfs;
-use aigw_benches::servers::{release_dir, start_aigw, start_mock};
+use aigw_benches::servers::{binaries_under_test, start_aigw, start_mock};
 use aigw_benches::stats::{Latencies, fmt_ms};
 use anyhow::{Context, Result, anyhow, ensure};
 use futures_util::{SinkExt, StreamExt};
@@ -50,15 +49,7 @@ impl Outcome {
 async fn run() -> Result<()> {
     let seconds: u64 = env_or("WSBENCH_SECONDS", 5)?;
     let concurrency: usize = env_or("WSBENCH_CONCURRENCY", 32)?;
-    let aigw_bin: PathBuf = env_or("AIGW_BIN", release_dir().join("aigw"))?;
-    let mock_bin: PathBuf = env_or("AIGW_MOCK_BIN", release_dir().join("aigw-mock"))?;
-    for bin in [&aigw_bin, &mock_bin] {
-        ensure!(
-            bin.exists(),
-            "{} is missing (cargo build --release --bin aigw --bin aigw-mock)",
-            bin.display()
-        );
-    }
+    let (aigw_bin, mock_bin) = binaries_under_test()?;
     let dir = tempfile::tempdir()?;
     let (_mock, mock_addr) = start_mock(&mock_bin, dir.path())?;
     let (_aigw, aigw_addr) = start_aigw(&aigw_bin, dir.path(), 0, mock_addr)?;
