@@ -4,9 +4,9 @@ use aigw_placement::{DEFAULT_VNODES_PER_NODE, ShardMap};
 use aigw_proto::admin::accounts_server::Accounts;
 use aigw_proto::admin::{
     Account, AccountInfo, AccountRef, CreateAccountRequest, CreateTokenRequest, CreatedToken,
-    GatewayRef, GatewayUsageResponse, ListPlansRequest, ListPlansResponse, ListTokensResponse,
-    Plan, Quota, SetAccountPlanRequest, SubShardInfo, TokenInfo, TokenRef, TokenVerifier,
-    UsageReport,
+    GatewayRef, GatewayUsageResponse, GroupUsage, ListPlansRequest, ListPlansResponse,
+    ListTokensResponse, Plan, Quota, SetAccountPlanRequest, SubShardInfo, TokenInfo, TokenRef,
+    TokenVerifier, UsageReport,
 };
 use aigw_raft::GroupHandle;
 use aigw_types::unix_now_ms;
@@ -30,6 +30,25 @@ const SPLIT_LEAD_MS: i64 = 1_000;
 /// How long a sub-shard is active, at least, before it can be split in turn: a bound on how
 /// fast a gateway creates groups, whatever its ingestion rate.
 const SPLIT_COOLDOWN_MS: i64 = 2_000;
+
+/// The rows `report`'s group will hold when a split decided at the *next* report takes
+/// effect: its rows now, plus its ingestion rate (from `previous`, the group's last report)
+/// over one report interval and [`SPLIT_LEAD_MS`]. Splitting once this reaches
+/// `split_rows` keeps a busy sub-shard near `split_rows` instead of overshooting it by
+/// however many rows arrive between the crossing report and the new sub-shard's start.
+fn rows_if_split_waits(report: &UsageReport, previous: Option<&GroupUsage>, now_ms: i64) -> u64 {
+    let Some(previous) = previous else {
+        return report.rows;
+    };
+    let elapsed_ms = now_ms - previous.reported_at_ms;
+    if elapsed_ms <= 0 || report.rows <= previous.rows {
+        return report.rows;
+    }
+    let growth = (report.rows - previous.rows) as f64;
+    let per_ms = growth / elapsed_ms as f64;
+    let ahead = per_ms * (elapsed_ms + SPLIT_LEAD_MS) as f64;
+    report.rows.saturating_add(ahead as u64)
+}
 
 /// Serves the account book from the account-manager group.
 #[derive(Clone)]
@@ -84,14 +103,22 @@ impl AccountsService {
         }
     }
 
-    /// Splits the reported gateway when the report is from its active sub-shard, that holds
-    /// `split_rows` rows, has been active for [`SPLIT_COOLDOWN_MS`] and is not the last the
-    /// cap allows: a new shard map with a new group for the gateway's logs from
-    /// [`SPLIT_LEAD_MS`] on, put by compare-and-set (a concurrent change wins, and the next
-    /// report tries again).
-    async fn split_if_due(&self, report: &UsageReport, now_ms: i64) -> Result<(), Status> {
+    /// Splits the reported gateway when the report is from its active sub-shard, that would
+    /// hold `split_rows` rows if the split waited for the next report
+    /// ([`rows_if_split_waits`], from `previous`, the group's last report), has been active
+    /// for [`SPLIT_COOLDOWN_MS`] and is not the last the cap allows: a new shard map with a
+    /// new group for the gateway's logs from [`SPLIT_LEAD_MS`] on, put by compare-and-set (a
+    /// concurrent change wins, and the next report tries again).
+    async fn split_if_due(
+        &self,
+        report: &UsageReport,
+        previous: Option<&GroupUsage>,
+        now_ms: i64,
+    ) -> Result<(), Status> {
         let (account, gateway) = (&report.account_id, &report.gateway_id);
-        if report.split_rows == 0 || report.rows < report.split_rows {
+        if report.split_rows == 0
+            || rows_if_split_waits(report, previous, now_ms) < report.split_rows
+        {
             return Ok(());
         }
         let Some(map) = self.shard_maps.current() else {
@@ -324,6 +351,12 @@ impl Accounts for AccountsService {
     async fn report_usage(&self, request: Request<UsageReport>) -> Result<Response<Quota>, Status> {
         let report = request.into_inner();
         let now_ms = unix_now_ms();
+        let previous = self
+            .book
+            .usage(&report.account_id, Some(&report.gateway_id))
+            .map_err(storage)?
+            .into_iter()
+            .find(|u| u.group == report.group);
         let applied = propose(
             &self.group,
             Kind::ReportUsage(ReportUsage {
@@ -332,7 +365,7 @@ impl Accounts for AccountsService {
             }),
         )
         .await?;
-        if let Err(e) = self.split_if_due(&report, now_ms).await {
+        if let Err(e) = self.split_if_due(&report, previous.as_ref(), now_ms).await {
             // The quota stands; the next report tries the split again.
             tracing::warn!(error = %e.message(), "could not split the gateway");
         }
@@ -394,5 +427,54 @@ impl Accounts for AccountsService {
             sub_shards,
             plan: plan.name,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(rows: u64) -> UsageReport {
+        UsageReport {
+            rows,
+            split_rows: 10_000,
+            ..Default::default()
+        }
+    }
+
+    fn usage(rows: u64, reported_at_ms: i64) -> GroupUsage {
+        GroupUsage {
+            rows,
+            reported_at_ms,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn without_a_previous_report_or_growth_the_rows_are_the_count() {
+        assert_eq!(rows_if_split_waits(&report(9_000), None, 5_000), 9_000);
+        let same = usage(9_000, 4_000);
+        assert_eq!(
+            rows_if_split_waits(&report(9_000), Some(&same), 5_000),
+            9_000
+        );
+        let later = usage(8_000, 5_000);
+        assert_eq!(
+            rows_if_split_waits(&report(9_000), Some(&later), 5_000),
+            9_000
+        );
+    }
+
+    #[test]
+    fn a_growing_group_is_projected_one_interval_and_the_lead_ahead() {
+        // 500 rows in the last 500 ms: 1 row/ms, over 500 ms to the next report and the
+        // 1,000 ms lead.
+        let previous = usage(8_000, 4_500);
+        assert_eq!(
+            rows_if_split_waits(&report(8_500), Some(&previous), 5_000),
+            10_000
+        );
+        let slower = usage(8_250, 4_500);
+        assert!(rows_if_split_waits(&report(8_500), Some(&slower), 5_000) < 10_000);
     }
 }
