@@ -138,6 +138,7 @@ pub struct Metrics {
     upstream_errors: Family,
     duration: Histogram,
     logs_written: AtomicU64,
+    log_batches: AtomicU64,
     logs_dropped: Family,
     cache_lookups: Family,
     rate_limited: AtomicU64,
@@ -163,9 +164,10 @@ impl Metrics {
         self.upstream_errors.add(&[provider, kind], 1);
     }
 
-    /// Count records accepted by the store.
+    /// Count a batch of `n` records accepted by the store.
     pub fn logs_written(&self, n: usize) {
         self.logs_written.fetch_add(n as u64, Ordering::Relaxed);
+        self.log_batches.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count records that will never be stored.
@@ -226,6 +228,11 @@ impl Metrics {
             "# HELP aigw_logs_written_total Log records accepted by the store.\n# TYPE aigw_logs_written_total counter\naigw_logs_written_total {}",
             self.logs_written.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP aigw_log_batches_total Batches of log records accepted by the store (records per write: logs_written / log_batches).\n# TYPE aigw_log_batches_total counter\naigw_log_batches_total {}",
+            self.log_batches.load(Ordering::Relaxed)
+        );
         self.logs_dropped.render(
             &mut out,
             "aigw_logs_dropped_total",
@@ -281,6 +288,7 @@ mod tests {
         assert!(text.contains("aigw_logs_dropped_total{reason=\"queue_full\"} 2"));
         assert!(text.contains("aigw_log_queue_depth 3"));
         assert!(text.contains("aigw_logs_written_total 5"));
+        assert!(text.contains("aigw_log_batches_total 1"));
         assert_eq!(m.logs_dropped_total(), 2);
     }
 }
