@@ -91,6 +91,10 @@ pub fn start_aigw_with(
         .context("cannot duplicate the aigw log handle")?;
     let child = Command::new(bin)
         .arg("serve")
+        // The bench's own `AIGW_*_BIN` choices are not aigw settings: aigw would refuse them
+        // as unknown config keys.
+        .env_remove("AIGW_BIN")
+        .env_remove("AIGW_MOCK_BIN")
         .env("AIGW_HTTP_ADDR", aigw_addr.to_string())
         .env("AIGW_GRPC_ADDR", grpc_addr.to_string())
         .env("AIGW_DATA_DIR", dir.join(format!("aigw-{generation}")))
