@@ -27,6 +27,9 @@ use crate::metrics::Metrics;
 const LEASE_TIMEOUT: Duration = Duration::from_secs(1);
 /// After the owner failed to answer, requests are admitted without asking it for this long.
 const UNAVAILABLE_BACKOFF_MS: i64 = 1_000;
+/// Budgets tracked before the first sweep for spent ones; later sweeps come when the count
+/// has doubled since the last, so sweeping costs O(1) per new budget, amortised.
+const FIRST_SWEEP_AT: usize = 1_024;
 
 /// The slice an edge asks for: a tenth of the limit (at least 1, at most 1,000), so a limit
 /// costs about ten owner calls per window per busy edge.
@@ -47,9 +50,49 @@ struct Budget {
     fetching: bool,
 }
 
+impl Budget {
+    /// Whether forgetting this budget loses nothing: its slice and any refusal or outage
+    /// backoff have run out, and no lease is in flight.
+    fn is_spent(&self, now: i64) -> bool {
+        !self.fetching
+            && now >= self.valid_until_ms
+            && now >= self.refused_until_ms
+            && now >= self.unavailable_until_ms
+    }
+}
+
 struct GatewayBudget {
     budget: Mutex<Budget>,
     fetched: Notify,
+}
+
+/// Every gateway's budget on this edge: account → gateway → budget, nested so lookups need
+/// no allocation, swept of spent budgets as it grows (a gateway that stops sending traffic,
+/// or is deleted, must not keep its entry for the life of the process).
+#[derive(Default)]
+struct Budgets {
+    by_account: HashMap<String, HashMap<String, Arc<GatewayBudget>>>,
+    len: usize,
+    sweep_at: usize,
+}
+
+impl Budgets {
+    /// Forget the budgets nobody holds that are spent at `now`.
+    fn sweep(&mut self, now: i64) {
+        for gateways in self.by_account.values_mut() {
+            gateways.retain(|_, gw| {
+                Arc::strong_count(gw) > 1
+                    || !gw
+                        .budget
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_spent(now)
+            });
+        }
+        self.by_account.retain(|_, gateways| !gateways.is_empty());
+        self.len = self.by_account.values().map(HashMap::len).sum();
+        self.sweep_at = (self.len * 2).max(FIRST_SWEEP_AT);
+    }
 }
 
 /// What the hot path decided.
@@ -63,8 +106,7 @@ enum Decision {
 /// Admits requests against leased slices of each gateway's budget.
 pub(crate) struct RateLimiter {
     owner: Arc<dyn GatewayState>,
-    /// account → gateway → budget; nested so lookups need no allocation.
-    gateways: Mutex<HashMap<String, HashMap<String, Arc<GatewayBudget>>>>,
+    gateways: Mutex<Budgets>,
     metrics: Arc<Metrics>,
 }
 
@@ -78,12 +120,17 @@ impl RateLimiter {
     }
 
     fn budget(&self, account: &str, gateway: &str) -> Arc<GatewayBudget> {
-        let mut gateways = self.gateways.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut budgets = self.gateways.lock().unwrap_or_else(PoisonError::into_inner);
         // Looked up by borrowed keys first: the hot path allocates nothing.
-        if let Some(found) = gateways.get(account).and_then(|g| g.get(gateway)) {
+        if let Some(found) = budgets.by_account.get(account).and_then(|g| g.get(gateway)) {
             return found.clone();
         }
-        gateways
+        if budgets.len >= budgets.sweep_at.max(FIRST_SWEEP_AT) {
+            budgets.sweep(now_ms());
+        }
+        budgets.len += 1;
+        budgets
+            .by_account
             .entry(account.to_owned())
             .or_default()
             .entry(gateway.to_owned())
@@ -213,4 +260,52 @@ fn apply(b: &mut Budget, lease: Lease, now: i64) {
     b.tokens += lease.granted;
     b.valid_until_ms = lease.valid_until_ms;
     b.refused_until_ms = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use aigw_gateway_state::{LocalGatewayState, Technique};
+
+    use super::*;
+
+    fn limiter() -> Arc<RateLimiter> {
+        Arc::new(RateLimiter::new(
+            Arc::new(LocalGatewayState::new(1 << 20)),
+            Arc::new(Metrics::default()),
+        ))
+    }
+
+    fn tracked(limiter: &RateLimiter) -> usize {
+        let budgets = limiter.gateways.lock().unwrap();
+        assert_eq!(
+            budgets.len,
+            budgets.by_account.values().map(HashMap::len).sum::<usize>()
+        );
+        budgets.len
+    }
+
+    #[tokio::test]
+    async fn spent_budgets_are_swept_and_live_ones_kept() {
+        let limiter = limiter();
+        let policy = RatePolicy {
+            limit: 100,
+            interval_ms: 60_000,
+            technique: Technique::Fixed,
+        };
+        // A gateway with a live slice of the current window.
+        limiter.admit("acct", "live", policy).await.unwrap();
+        // Gateways that were seen once and never leased (nothing live).
+        for i in 1..FIRST_SWEEP_AT {
+            drop(limiter.budget("acct", &format!("idle-{i}")));
+        }
+        assert_eq!(tracked(&limiter), FIRST_SWEEP_AT);
+        // The next new gateway sweeps: only the live budget and the new one remain.
+        drop(limiter.budget("other", "new"));
+        assert_eq!(tracked(&limiter), 2);
+        // The live budget still holds its slice: admitting takes a token, no new lease.
+        limiter.admit("acct", "live", policy).await.unwrap();
+        let live = limiter.budget("acct", "live");
+        let tokens = live.budget.lock().unwrap().tokens;
+        assert_eq!(tokens, slice(policy.limit) - 2);
+    }
 }
