@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aigw_proto::raft::raft_service_server::RaftServiceServer;
-use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
@@ -137,11 +136,11 @@ impl<T: Transport> RaftNode<T> {
     /// Start (or restart) group `group` on this node with `app` as its state machine.
     ///
     /// Storage is opened from the node's database: a group that ran here before resumes from
-    /// its log, vote and applied state. A brand-new group (nothing stored) is initialized with
-    /// `members` by exactly one node — the member with the lowest id — so that a 3-replica
-    /// group is formed once; the others wait to hear from the leader. A single-member group
-    /// (all-in-one) therefore initializes itself and elects itself. If the lowest member is
-    /// down when a new group is first created, the group forms when it comes up.
+    /// its log, vote and applied state. A brand-new group (nothing stored) starts with
+    /// `members` as its initial membership on every member, and the member with the lowest
+    /// id campaigns at once, so it usually leads; if it is down, the others elect one of
+    /// themselves after an election timeout. A single-member group (all-in-one) therefore
+    /// elects itself at once.
     /// `members` must include this node and be the same on every member; nodes joining an
     /// existing group later use [`RaftNode::join_group`].
     pub async fn start_group<A: App>(
@@ -154,9 +153,9 @@ impl<T: Transport> RaftNode<T> {
         self.form_group(group, app, members, lowest).await
     }
 
-    /// [`RaftNode::start_group`], with `initializer` instead of the lowest member forming a
-    /// new group. The initializer campaigns first and so usually leads: a cluster spreads its
-    /// groups' leaders by naming a different member for each group.
+    /// [`RaftNode::start_group`], with `initializer` instead of the lowest member campaigning
+    /// first in a new group, so it usually leads: a cluster spreads its groups' leaders by
+    /// naming a different member for each group.
     pub async fn form_group<A: App>(
         &self,
         group: GroupId,
@@ -205,6 +204,21 @@ impl<T: Transport> RaftNode<T> {
         };
 
         let (log, sm) = open_group_storage(&self.db, group, app)?;
+        // Every founder holds the initial membership before the group can receive a vote
+        // request: had only the initializer written it, a founder that granted the
+        // initializer's first vote could neither initialize nor be elected if the initializer
+        // died before replicating it, and the group would wait for that node to come back.
+        let seeded = match &initial {
+            Some((members, _)) => {
+                log.seed_membership(members.clone())
+                    .await
+                    .map_err(|e| NodeError::Storage {
+                        group,
+                        message: format!("seeding the initial membership: {e}"),
+                    })?
+            }
+            None => false,
+        };
         let network = self.transport.network(group);
         let raft = Raft::new(node, Arc::clone(&self.raft_config), network, log, sm)
             .await
@@ -222,25 +236,19 @@ impl<T: Transport> RaftNode<T> {
             token,
         };
 
-        let initialized = handle
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| raft_error(&e))?;
         if let Some((members, initializer)) = initial
-            && !initialized
+            && seeded
             && initializer == node
         {
-            tracing::info!(group, members = ?members.keys().collect::<Vec<_>>(), "initializing new raft group");
-            match handle.raft.initialize(members).await {
-                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => {
-                    let _ = handle.shutdown().await;
-                    return Err(raft_error(&e));
-                }
+            // The initializer campaigns at once and so usually leads; the other founders
+            // campaign only if it has not won by their election timeout.
+            tracing::info!(group, members = ?members.keys().collect::<Vec<_>>(), "new raft group: campaigning first");
+            if let Err(e) = handle.raft.trigger().elect().await {
+                let _ = handle.shutdown().await;
+                return Err(raft_error(&e));
             }
         }
-        tracing::info!(group, node, initialized, "raft group started");
+        tracing::info!(group, node, new = seeded, "raft group started");
         Ok(handle)
     }
 

@@ -53,10 +53,6 @@ const RECLAIM_AFTER: Duration = Duration::from_secs(10);
 /// How often replicas are checked against the map even when it did not change (leadership
 /// moves, a membership change that failed and must be retried).
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
-/// How long the founders of a group wait for its first founder to initialize it before they
-/// do (with the same membership, which is safe): a new group must not stay leaderless while
-/// one node is down.
-const FORM_FALLBACK_AFTER: Duration = Duration::from_secs(3);
 
 /// The account-manager replica of a node listed in `cluster.members`.
 pub struct AccountsReplica {
@@ -108,8 +104,6 @@ struct Replicas {
     /// Groups this node is the preferred leader of but does not lead → since when (or since
     /// its last campaign).
     unled: Arc<Mutex<HashMap<GroupId, Instant>>>,
-    /// Groups this node founded that are not initialized yet → since when.
-    unformed: Arc<Mutex<HashMap<GroupId, Instant>>>,
 }
 
 impl ShardNode {
@@ -195,7 +189,6 @@ impl ShardNode {
             moving: Arc::default(),
             leaving: Arc::default(),
             unled: Arc::default(),
-            unformed: Arc::default(),
         };
         tasks.push(tokio::spawn(replicas.follow(map.clone())));
         tracing::info!(
@@ -303,13 +296,6 @@ impl GroupShards for LocalGroups {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Whether a group's replica holds no log at all: never initialized, and nothing replicated
-/// to it yet.
-fn never_initialized(handle: &GroupHandle) -> bool {
-    let metrics = handle.metrics().borrow().clone();
-    metrics.last_log_index.is_none() && metrics.current_leader.is_none()
 }
 
 fn basic_nodes<'a>(
@@ -556,32 +542,11 @@ impl Replicas {
                     self.move_voters(handle, members);
                 }
                 Some(handle) if !members.contains_key(&me) => self.leave(group, handle).await,
-                Some(handle) if founding && never_initialized(&handle) => {
-                    self.form_late(&handle, nodes_of(&placement.founders)).await;
-                }
                 Some(handle) if placement.replicas.first() == Some(&me) && !campaigned => {
                     campaigned = self.reclaim_leadership(&handle).await;
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// On a founder of a group that is still not initialized [`FORM_FALLBACK_AFTER`] after
-    /// this node first saw it so (its first founder is down): initializes it with the
-    /// founders, as the first founder would have.
-    async fn form_late(&self, handle: &GroupHandle, founders: BTreeMap<NodeId, BasicNode>) {
-        let group = handle.group_id();
-        let since = *lock(&self.unformed)
-            .entry(group)
-            .or_insert_with(Instant::now);
-        if since.elapsed() < FORM_FALLBACK_AFTER {
-            return;
-        }
-        lock(&self.unformed).remove(&group);
-        tracing::info!(group, "first founder did not form the group; forming it");
-        if let Err(e) = handle.raft().initialize(founders).await {
-            tracing::debug!(group, error = %e, "late forming refused");
         }
     }
 
@@ -641,9 +606,10 @@ impl Replicas {
     }
 
     /// Starts this node's replica of `group`. A founder (`founders`: the group's founding
-    /// members and the one that initializes it) forms the group — the first founder is the
-    /// preferred leader of a new group, so leaders spread over the nodes; a replica placed
-    /// here later joins the formed group.
+    /// members and the one that campaigns first) forms the group — every founder starts with
+    /// the initial membership, and the first founder, the preferred leader of a new group,
+    /// campaigns at once, so leaders spread over the nodes; a replica placed here later joins
+    /// the formed group.
     async fn start(
         &self,
         group: GroupId,

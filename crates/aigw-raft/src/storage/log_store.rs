@@ -1,11 +1,16 @@
 //! The Raft log of one group: entries, vote, committed and last-purged log ids.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::sync::Arc;
 
+use openraft::entry::RaftEntry;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use openraft::{
+    BasicNode, Entry, LogId, Membership, OptionalSend, RaftLogReader, StorageError, StorageIOError,
+    Vote,
+};
 
 use super::io_error;
 use super::kv::{Batch, KvError, Tree};
@@ -64,6 +69,29 @@ impl SledLogStore {
 
     fn last_purged(&self) -> Result<Option<LogId<NodeId>>, KvError> {
         self.inner.meta.get(LAST_PURGED)
+    }
+
+    /// Writes the group's first entry — `members` as the initial membership at log id 0-0-0,
+    /// exactly what `Raft::initialize` writes — when the log has never held anything; returns
+    /// whether it did. A founder seeded so is a voter of the group from its first moment, so
+    /// it can elect and be elected without first hearing from whichever founder campaigns
+    /// first (the entry is the same on every founder, and every leader's log starts with it).
+    pub(crate) async fn seed_membership(
+        &self,
+        members: BTreeMap<NodeId, BasicNode>,
+    ) -> Result<bool, KvError> {
+        if self.inner.log.last_value::<Entry<TypeConfig>>()?.is_some()
+            || self.last_purged()?.is_some()
+        {
+            return Ok(false);
+        }
+        let entry =
+            Entry::<TypeConfig>::new_membership(LogId::default(), Membership::from(members));
+        let mut batch = Batch::default();
+        batch.put(&codec::index_key(entry.log_id.index), &entry)?;
+        self.inner.log.write(batch)?;
+        self.inner.log.flush().await?;
+        Ok(true)
     }
 }
 

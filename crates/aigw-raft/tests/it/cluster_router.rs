@@ -1,5 +1,6 @@
 //! Three in-process nodes on the fault-injecting router: election, replication, leader crash
-//! and restart, and a partitioned follower catching up through a snapshot.
+//! and restart, a partitioned follower catching up through a snapshot, and a new group whose
+//! first member is down forming without it.
 
 use std::sync::atomic::Ordering;
 
@@ -119,5 +120,26 @@ async fn writes_commit_through_dropped_and_delayed_messages() {
     wait_applied(&cluster.handles(), last).await;
     assert_eq!(cluster.assert_converged().len(), 30);
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_forms_without_the_member_that_campaigns_first() {
+    init_tracing();
+    // Node 1, the lowest member, is the one that campaigns first in a new group; it is down.
+    let mut cluster =
+        RouterCluster::start_without([1, 2, 3], Some(1), test_raft_config(), KvApp::open).await;
+    let leader = wait_for_leader(&cluster.handles()).await;
+    assert_ne!(leader, 1);
+    let (_, last) = must_write(&cluster.handles(), set("formed", "without node 1")).await;
+    wait_applied(&cluster.handles(), last).await;
+
+    // Node 1 comes up later, as a member of the formed group, and catches up.
+    cluster.start_node(1).await;
+    wait_applied(&cluster.handles(), last).await;
+    assert_eq!(
+        cluster.assert_converged().get("formed").map(String::as_str),
+        Some("without node 1")
+    );
     cluster.shutdown().await;
 }

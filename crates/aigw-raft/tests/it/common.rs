@@ -269,6 +269,17 @@ impl RouterCluster {
         config: aigw_raft::openraft::Config,
         make_app: impl Fn(&sled::Db, u64) -> Arc<KvApp> + Send + Sync + 'static,
     ) -> Self {
+        Self::start_without(ids, None, config, make_app).await
+    }
+
+    /// [`RouterCluster::start`] with member `down` (if any) not started: a new group
+    /// created while one of its members is down.
+    pub async fn start_without(
+        ids: impl IntoIterator<Item = NodeId>,
+        down: Option<NodeId>,
+        config: aigw_raft::openraft::Config,
+        make_app: impl Fn(&sled::Db, u64) -> Arc<KvApp> + Send + Sync + 'static,
+    ) -> Self {
         let ids: Vec<NodeId> = ids.into_iter().collect();
         let mut cluster = Self {
             router: aigw_raft::testing::Router::new(),
@@ -283,7 +294,9 @@ impl RouterCluster {
             make_app: Box::new(make_app),
         };
         for id in ids {
-            cluster.start_node(id).await;
+            if Some(id) != down {
+                cluster.start_node(id).await;
+            }
         }
         cluster
     }
