@@ -69,11 +69,22 @@ struct GatewayBudget {
 /// Every gateway's budget on this edge: account → gateway → budget, nested so lookups need
 /// no allocation, swept of spent budgets as it grows (a gateway that stops sending traffic,
 /// or is deleted, must not keep its entry for the life of the process).
-#[derive(Default)]
 struct Budgets {
     by_account: HashMap<String, HashMap<String, Arc<GatewayBudget>>>,
+    /// Budgets tracked (kept beside the map: summing it would cost a pass per new budget).
     len: usize,
+    /// `len` at which the next new budget sweeps first.
     sweep_at: usize,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            by_account: HashMap::new(),
+            len: 0,
+            sweep_at: FIRST_SWEEP_AT,
+        }
+    }
 }
 
 impl Budgets {
@@ -125,7 +136,7 @@ impl RateLimiter {
         if let Some(found) = budgets.by_account.get(account).and_then(|g| g.get(gateway)) {
             return found.clone();
         }
-        if budgets.len >= budgets.sweep_at.max(FIRST_SWEEP_AT) {
+        if budgets.len >= budgets.sweep_at {
             budgets.sweep(now_ms());
         }
         budgets.len += 1;
