@@ -1,7 +1,8 @@
 //! A mock LLM upstream for aigw's integration tests, SDK conformance tests and
 //! load benchmark.
 //!
-//! This crate owns a small, fast HTTP/1.1 + HTTP/2 (h2c) server that speaks the
+//! This crate owns a small, fast HTTP/1.1 + HTTP/2 server (plain, with h2c, or HTTPS with
+//! a certificate authority made at start and ALPN, see [`MockOptions::tls`]) that speaks the
 //! wire formats of the providers aigw fronts — OpenAI (chat completions, legacy
 //! completions, embeddings, Responses API, models), Anthropic Messages,
 //! Cloudflare Workers AI, Google AI Studio (Gemini) and Cohere v2 — closely
@@ -57,6 +58,7 @@ mod record;
 mod respond;
 mod server;
 mod sse;
+mod tls;
 mod tokens;
 mod tools;
 mod workers_ai;

@@ -1,18 +1,23 @@
 //! `aigw-mock`: runs the mock LLM upstream as a standalone process.
 //!
 //! Prints exactly one line, `listening on HOST:PORT`, once bound (so scripts
-//! can read the port), then serves until SIGINT or SIGTERM.
+//! can read the port), then serves until SIGINT or SIGTERM. With `--tls FILE`
+//! it serves HTTPS and writes the CA certificate clients must trust to `FILE`
+//! before that line.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aigw_mock_upstream::{MockOptions, spawn};
 
-const USAGE: &str = "usage: aigw-mock [--addr HOST:PORT] [--no-record]
+const USAGE: &str = "usage: aigw-mock [--addr HOST:PORT] [--no-record] [--tls CA_FILE]
 
   --addr HOST:PORT  address to listen on (default 127.0.0.1:0, a free port)
   --no-record       do not record requests (for benchmarks)
+  --tls CA_FILE     serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with a certificate signed by
+                    a CA made at start; its certificate (PEM) is written to CA_FILE
   -h, --help        show this help";
 
 /// Parsed command line.
@@ -20,6 +25,8 @@ const USAGE: &str = "usage: aigw-mock [--addr HOST:PORT] [--no-record]
 struct Args {
     addr: SocketAddr,
     record_requests: bool,
+    /// Serve HTTPS, writing the CA certificate here.
+    tls_ca_out: Option<PathBuf>,
 }
 
 /// What the command line asks for.
@@ -33,6 +40,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut parsed = Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         record_requests: true,
+        tls_ca_out: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -52,6 +60,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                     .map_err(|err| format!("invalid --addr {value:?}: {err}"))?;
             }
             "--no-record" if inline_value.is_none() => parsed.record_requests = false,
+            "--tls" => {
+                let value = inline_value
+                    .or_else(|| args.next())
+                    .ok_or("--tls needs the file to write the CA certificate to")?;
+                parsed.tls_ca_out = Some(PathBuf::from(value));
+            }
             "-h" | "--help" => return Ok(Command::Help),
             _ => return Err(format!("unknown argument {flag:?}")),
         }
@@ -87,8 +101,12 @@ async fn run(args: Args) -> io::Result<()> {
     let stop = stop_signal()?;
     let options = MockOptions {
         record_requests: args.record_requests,
+        tls: args.tls_ca_out.is_some(),
     };
     let server = spawn(args.addr, options).await?;
+    if let (Some(path), Some(pem)) = (&args.tls_ca_out, server.ca_certificate_pem()) {
+        std::fs::write(path, pem)?;
+    }
     {
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "listening on {}", server.addr())?;
@@ -138,6 +156,7 @@ mod tests {
             Ok(Command::Serve(Args {
                 addr: "127.0.0.1:0".parse().expect("valid"),
                 record_requests: true,
+                tls_ca_out: None,
             }))
         );
     }
@@ -147,9 +166,16 @@ mod tests {
         let expected = Command::Serve(Args {
             addr: "127.0.0.1:9000".parse().expect("valid"),
             record_requests: false,
+            tls_ca_out: Some(PathBuf::from("/tmp/ca.pem")),
         });
         assert_eq!(
-            parse(&["--addr", "127.0.0.1:9000", "--no-record"]),
+            parse(&[
+                "--addr",
+                "127.0.0.1:9000",
+                "--no-record",
+                "--tls",
+                "/tmp/ca.pem"
+            ]),
             Ok(expected)
         );
         let Ok(Command::Serve(args)) = parse(&["--addr=[::1]:0"]) else {
@@ -166,5 +192,6 @@ mod tests {
         assert!(parse(&["--addr"]).is_err());
         assert!(parse(&["--addr", "localhost"]).is_err());
         assert!(parse(&["--no-record=1"]).is_err());
+        assert!(parse(&["--tls"]).is_err());
     }
 }

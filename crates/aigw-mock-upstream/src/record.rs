@@ -16,6 +16,8 @@ pub struct SeenRequest {
     pub method: String,
     /// The request path, without the query string.
     pub path: String,
+    /// The protocol the request came over: `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     /// The raw query string (without `?`), if any.
     pub query: Option<String>,
     /// The request headers in arrival order, names lowercase, values decoded
@@ -74,6 +76,7 @@ impl Recorder {
         let seen = SeenRequest {
             method: parts.method.as_str().to_owned(),
             path: parts.uri.path().to_owned(),
+            version: format!("{:?}", parts.version),
             query: parts.uri.query().map(str::to_owned),
             headers: parts
                 .headers

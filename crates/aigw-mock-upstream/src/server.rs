@@ -22,11 +22,15 @@ use crate::google::Mode;
 use crate::record::{Recorder, SeenRequest};
 use crate::respond::{Ctx, ErrorStyle, error_response, plain_json};
 use crate::sse::Framing;
+use crate::tls::MockTls;
 use crate::tokens::Reply;
 use crate::{anthropic, cohere, google, openai, workers_ai};
 
 /// The control endpoint for recorded requests (`GET` lists, `DELETE` clears).
 const REQUESTS_PATH: &str = "/__mock/requests";
+
+/// Concurrent HTTP/2 streams the mock allows per connection.
+const MAX_H2_STREAMS: u32 = 10_000;
 
 /// Options for [`spawn`].
 #[derive(Clone, Debug)]
@@ -34,12 +38,17 @@ pub struct MockOptions {
     /// Record every request for [`MockServer::requests`] and
     /// `GET /__mock/requests` (default `true`; turn off for benchmarks).
     pub record_requests: bool,
+    /// Serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with a certificate signed by a CA made at
+    /// start ([`MockServer::ca_certificate_pem`]), instead of plain HTTP/1.1 and h2c
+    /// (default `false`).
+    pub tls: bool,
 }
 
 impl Default for MockOptions {
     fn default() -> Self {
         Self {
             record_requests: true,
+            tls: false,
         }
     }
 }
@@ -48,6 +57,8 @@ impl Default for MockOptions {
 /// stops accepting connections and closes the open ones.
 pub struct MockServer {
     addr: SocketAddr,
+    /// The CA certificate (PEM) of a TLS server.
+    ca_pem: Option<String>,
     recorder: Arc<Recorder>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -59,10 +70,17 @@ pub async fn spawn(addr: SocketAddr, opts: MockOptions) -> io::Result<MockServer
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let recorder = Arc::new(Recorder::new(opts.record_requests));
+    let tls = if opts.tls {
+        Some(MockTls::generate()?)
+    } else {
+        None
+    };
+    let ca_pem = tls.as_ref().map(|tls| tls.ca_pem.clone());
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, Arc::clone(&recorder), stopped));
+    let task = tokio::spawn(accept_loop(listener, tls, Arc::clone(&recorder), stopped));
     Ok(MockServer {
         addr,
+        ca_pem,
         recorder,
         stop,
         task,
@@ -83,15 +101,26 @@ impl MockServer {
         self.addr
     }
 
-    /// The base URL to point clients at, e.g. `http://127.0.0.1:PORT`
-    /// (an unspecified bind address is reported as loopback).
+    /// The base URL to point clients at, e.g. `http://127.0.0.1:PORT` (`https://` with TLS;
+    /// an unspecified bind address is reported as loopback).
     pub fn base_url(&self) -> String {
         let ip = match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// The certificate (PEM) of the CA that signed a TLS server's certificate: what clients
+    /// must trust. `None` for a plain-HTTP server.
+    pub fn ca_certificate_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The recorded requests, oldest first (the last 1024; empty when
@@ -119,12 +148,18 @@ impl MockServer {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<MockTls>,
     recorder: Arc<Recorder>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    // Real providers allow ~100–250 streams per connection; a gateway must cope with either,
+    // and the benches open a thousand at once.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS);
     let builder = Arc::new(builder);
     let mut connections = JoinSet::new();
     loop {
@@ -136,6 +171,7 @@ async fn accept_loop(
                 Ok((stream, _)) => {
                     connections.spawn(serve_connection(
                         stream,
+                        tls.clone(),
                         Arc::clone(&builder),
                         Arc::clone(&recorder),
                     ));
@@ -154,6 +190,7 @@ async fn accept_loop(
 
 async fn serve_connection(
     stream: TcpStream,
+    tls: Option<MockTls>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     recorder: Arc<Recorder>,
 ) {
@@ -161,10 +198,27 @@ async fn serve_connection(
         tracing::debug!(%err, "mock upstream could not set TCP_NODELAY");
     }
     let service = service_fn(move |req| handle(Arc::clone(&recorder), req));
-    if let Err(err) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    // The auto builder tells HTTP/2 from HTTP/1.1 by the client's preface, so ALPN's choice
+    // needs no handling here.
+    let served = match tls {
+        None => {
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+        }
+        Some(tls) => match tls.acceptor.accept(stream).await {
+            Ok(stream) => {
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+            }
+            Err(err) => {
+                tracing::debug!(%err, "mock upstream TLS handshake failed");
+                return;
+            }
+        },
+    };
+    if let Err(err) = served {
         tracing::debug!(%err, "mock upstream connection ended with an error");
     }
 }

@@ -4,4 +4,5 @@ mod cli;
 mod faults;
 mod recording;
 mod support;
+mod tls;
 mod wire_formats;

@@ -98,6 +98,7 @@ async fn recording_endpoint_lists_and_clears() {
 async fn recording_can_be_turned_off() {
     let server = start_with(MockOptions {
         record_requests: false,
+        ..MockOptions::default()
     })
     .await;
     let response = post(
