@@ -282,6 +282,18 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "proxy.connect_timeout_ms",
         "must be greater than 0".to_owned(),
     );
+    if let Some(path) = &config.proxy.upstream_ca_file {
+        let pem = std::fs::read_to_string(path);
+        check(
+            pem.as_ref()
+                .is_ok_and(|pem| pem.contains("-----BEGIN CERTIFICATE-----")),
+            "proxy.upstream_ca_file",
+            match pem {
+                Ok(_) => format!("{} holds no PEM certificate", path.display()),
+                Err(e) => format!("cannot read {}: {e}", path.display()),
+            },
+        );
+    }
     check(
         config.log_queue.capacity > 0,
         "log_queue.capacity",
@@ -462,6 +474,34 @@ mod tests {
         );
         assert_eq!(c.proxy.max_body_bytes, 1024);
         assert_eq!(c.admin_token.as_deref(), Some("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn an_upstream_ca_file_must_hold_a_pem_certificate() {
+        let missing = invalid(load(
+            None,
+            &env(&[("AIGW_PROXY__UPSTREAM_CA_FILE", "/nonexistent/ca.pem")]),
+        ));
+        assert!(
+            missing.contains("`proxy.upstream_ca_file` (set by AIGW_PROXY__UPSTREAM_CA_FILE)")
+                && missing.contains("cannot read /nonexistent/ca.pem"),
+            "{missing}"
+        );
+        let not_pem = file("just text\n");
+        let path = not_pem.path().display().to_string();
+        let msg = invalid(load(
+            None,
+            &env(&[("AIGW_PROXY__UPSTREAM_CA_FILE", path.as_str())]),
+        ));
+        assert!(msg.contains("holds no PEM certificate"), "{msg}");
+        let pem = file("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+        let path = pem.path().display().to_string();
+        let c = load(
+            None,
+            &env(&[("AIGW_PROXY__UPSTREAM_CA_FILE", path.as_str())]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy.upstream_ca_file, Some(pem.path().to_owned()));
     }
 
     fn invalid(result: Result<Config, ConfigError>) -> String {

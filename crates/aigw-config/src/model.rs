@@ -190,6 +190,9 @@ pub struct ProxyConfig {
     pub connect_timeout_ms: u64,
     /// Idle upstream connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// A PEM file of CA certificates trusted for upstream TLS besides the built-in web roots
+    /// (Mozilla's): for providers behind a private CA, such as self-hosted models.
+    pub upstream_ca_file: Option<PathBuf>,
     /// Most steps in one Universal Endpoint request.
     pub max_universal_steps: usize,
 }
@@ -201,6 +204,7 @@ impl Default for ProxyConfig {
             upstream_timeout_ms: 120_000,
             connect_timeout_ms: 10_000,
             pool_max_idle_per_host: 256,
+            upstream_ca_file: None,
             max_universal_steps: 10,
         }
     }

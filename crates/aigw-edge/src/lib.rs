@@ -87,6 +87,29 @@ pub enum EdgeBuildError {
     /// The upstream HTTP client could not be created (TLS setup).
     #[error("cannot create the upstream HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// `proxy.upstream_ca_file` could not be read or holds no usable certificate.
+    #[error("proxy.upstream_ca_file: {path}: {reason}")]
+    UpstreamCa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// The certificates of `proxy.upstream_ca_file`, trusted for upstream TLS on top of the
+/// built-in roots.
+fn upstream_cas(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, EdgeBuildError> {
+    let failed = |reason: String| EdgeBuildError::UpstreamCa {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+    let cas = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))?;
+    if cas.is_empty() {
+        return Err(failed("holds no PEM certificate".to_owned()));
+    }
+    Ok(cas)
 }
 
 /// A configured edge: its shared state and the worker shipping its logs.
@@ -113,15 +136,20 @@ impl Edge {
                 .iter()
                 .map(|(slug, p)| (slug.clone(), p.base_url.clone())),
         )?;
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .pool_max_idle_per_host(config.proxy.pool_max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_millis(config.proxy.connect_timeout_ms))
             .tcp_nodelay(true)
             // A gateway relays redirects to the client; it never follows them itself.
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
+            .no_proxy();
+        if let Some(path) = &config.proxy.upstream_ca_file {
+            for ca in upstream_cas(path)? {
+                client = client.add_root_certificate(ca);
+            }
+        }
+        let client = client.build()?;
         let metrics = Arc::new(Metrics::default());
         let (shipper, shipper_task) = LogShipper::spawn(
             sink,

@@ -68,7 +68,31 @@ impl Harness {
         memory: Arc<MemorySink>,
     ) -> Self {
         let state = Arc::new(LocalGatewayState::new(64 << 20));
-        Self::start_full(adjust, sink, memory, state).await
+        Self::start_full(adjust, MockOptions::default(), sink, memory, state).await
+    }
+
+    /// Start in front of an HTTPS mock (HTTP/2 by ALPN, its certificate signed by a CA made
+    /// for it): `adjust` sees the config with the providers on `https://` and the CA's
+    /// certificate written to a file in `ca_dir`, set as `proxy.upstream_ca_file`.
+    pub async fn start_tls(ca_dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> Self {
+        let sink = Arc::new(MemorySink::default());
+        let state = Arc::new(LocalGatewayState::new(64 << 20));
+        let ca_file = ca_dir.join("mock-ca.pem");
+        let options = MockOptions {
+            tls: true,
+            ..MockOptions::default()
+        };
+        Self::start_full(
+            |config| {
+                config.proxy.upstream_ca_file = Some(ca_file);
+                adjust(config);
+            },
+            options,
+            sink.clone(),
+            sink,
+            state,
+        )
+        .await
     }
 
     /// Start an edge sharing `state` (cache tier, rate budgets) with others, as the edges of
@@ -78,25 +102,27 @@ impl Harness {
         state: Arc<LocalGatewayState>,
     ) -> Self {
         let sink = Arc::new(MemorySink::default());
-        Self::start_full(adjust, sink.clone(), sink, state).await
+        Self::start_full(adjust, MockOptions::default(), sink.clone(), sink, state).await
     }
 
     async fn start_full(
         adjust: impl FnOnce(&mut Config),
+        mock_options: MockOptions,
         sink: Arc<dyn LogSink>,
         memory: Arc<MemorySink>,
         state: Arc<LocalGatewayState>,
     ) -> Self {
-        let mock = aigw_mock_upstream::spawn(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            MockOptions::default(),
-        )
-        .await
-        .expect("mock upstream starts");
+        let mock = aigw_mock_upstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), mock_options)
+            .await
+            .expect("mock upstream starts");
         let mut config = Config::default();
         mock_providers(&mut config, &mock.base_url());
         config.proxy.upstream_timeout_ms = 5_000;
         adjust(&mut config);
+        if let (Some(path), Some(pem)) = (&config.proxy.upstream_ca_file, mock.ca_certificate_pem())
+        {
+            std::fs::write(path, pem).expect("write the mock's CA certificate");
+        }
         let gateways = Arc::new(InMemoryGateways::default());
         let edge = Edge::new(
             &config,

@@ -1,0 +1,107 @@
+//! Upstreams over HTTPS, as real providers are: HTTP/2 negotiated by ALPN, and a private CA
+//! trusted through `proxy.upstream_ca_file` — or refused, with a 502 naming the provider.
+
+mod support;
+
+use aigw_types::RequestOutcome;
+use serde_json::{Value, json};
+use support::{Harness, gateway_error};
+
+fn chat_body(stream: bool) -> Value {
+    json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "say hello over tls"}],
+        "stream": stream,
+        "stream_options": {"include_usage": true},
+    })
+}
+
+#[tokio::test]
+async fn an_https_upstream_behind_a_private_ca_is_proxied_over_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start_tls(dir.path(), |_| {}).await;
+    assert!(h.mock.base_url().starts_with("https://"));
+
+    let resp = h
+        .client
+        .post(h.gw("openai", "/chat/completions"))
+        .header("authorization", "Bearer sk-tls-secret")
+        .json(&chat_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from the mock upstream."
+    );
+
+    // A stream, relayed event by event, over the same HTTP/2 connection.
+    let resp = h
+        .client
+        .post(h.gw("openai", "/chat/completions"))
+        .header("authorization", "Bearer sk-tls-secret")
+        .header("x-mock-chunks", "12")
+        .json(&chat_body(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        text.matches("data: ").count(),
+        1 + 12 + 1 + 1 + 1,
+        "role, 12 tokens, finish, usage, [DONE]: {text}"
+    );
+    assert!(text.contains("tok11"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    let seen = h.mock.requests();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(request.version, "HTTP/2.0", "ALPN chose h2");
+        assert_eq!(
+            request.header("authorization"),
+            Some("Bearer sk-tls-secret")
+        );
+    }
+
+    let entries = h.logs(2).await;
+    for entry in &entries {
+        let rec = &entry.record;
+        assert_eq!(rec.outcome, RequestOutcome::Completed);
+        assert!(rec.success);
+        assert_eq!(rec.tokens_in, Some(4), "four prompt words");
+    }
+    assert_eq!(entries[0].record.tokens_out, Some(5));
+    assert_eq!(entries[1].record.tokens_out, Some(12));
+    assert!(entries[1].record.streamed);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_https_upstream_whose_ca_is_not_trusted_is_502_naming_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    // The mock's certificate is signed by its own CA; without `upstream_ca_file` only the
+    // web's roots are trusted.
+    let h = Harness::start_tls(dir.path(), |c| c.proxy.upstream_ca_file = None).await;
+    let resp = h
+        .client
+        .post(h.gw("openai", "/chat/completions"))
+        .json(&chat_body(false))
+        .send()
+        .await
+        .unwrap();
+    let (code, message) = gateway_error(resp, 502).await;
+    assert_eq!(code, 2020);
+    assert!(
+        message.contains("`openai`") && message.contains("certificate"),
+        "{message}"
+    );
+    assert!(h.mock.requests().is_empty(), "nothing was sent");
+    let rec = h.logs(1).await[0].record.clone();
+    assert_eq!(rec.outcome, RequestOutcome::UpstreamUnreachable);
+    assert_eq!(rec.status_code, 502);
+    h.shutdown().await;
+}
