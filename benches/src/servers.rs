@@ -144,12 +144,37 @@ pub fn binaries_under_test() -> Result<(PathBuf, PathBuf)> {
     Ok((aigw, mock))
 }
 
-/// Starts `aigw-mock` on a free port and reads the port from its one line of output.
+/// Starts `aigw-mock` (plain HTTP/1.1 and h2c) on a free port and reads the port from its one
+/// line of output.
 pub fn start_mock(bin: &Path, dir: &Path) -> Result<(ChildGuard, SocketAddr)> {
-    let log = dir.join("mock.log");
-    let err = File::create(&log).context("cannot create mock.log")?;
-    let mut child = Command::new(bin)
-        .args(["--addr", "127.0.0.1:0", "--no-record"])
+    start_mock_with(bin, dir, None)
+}
+
+/// [`start_mock`] serving HTTPS (HTTP/2 or HTTP/1.1 by ALPN, as real providers do), with the
+/// certificate of the CA that signed its certificate written to `<dir>/mock-ca.pem`.
+pub fn start_tls_mock(bin: &Path, dir: &Path) -> Result<(ChildGuard, SocketAddr, PathBuf)> {
+    let ca_file = dir.join("mock-ca.pem");
+    let (guard, addr) = start_mock_with(bin, dir, Some(&ca_file))?;
+    Ok((guard, addr, ca_file))
+}
+
+fn start_mock_with(
+    bin: &Path,
+    dir: &Path,
+    tls_ca_out: Option<&Path>,
+) -> Result<(ChildGuard, SocketAddr)> {
+    let log = dir.join(if tls_ca_out.is_some() {
+        "mock-tls.log"
+    } else {
+        "mock.log"
+    });
+    let err = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut command = Command::new(bin);
+    command.args(["--addr", "127.0.0.1:0", "--no-record"]);
+    if let Some(ca) = tls_ca_out {
+        command.arg("--tls").arg(ca);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err)

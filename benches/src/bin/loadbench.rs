@@ -1,8 +1,9 @@
 //! `loadbench`: aigw's end-to-end load bench (run by `make bench`).
 //!
 //! It starts the release binaries as child processes — the mock upstream
-//! (`target/release/aigw-mock --no-record`) and the gateway (`target/release/aigw serve`, logging
-//! on, its log store — a single-member Raft shard on sled, bodies in `<data_dir>/blobs` — in a
+//! (`target/release/aigw-mock --no-record`, or `AIGW_MOCK_BIN`; a second one over HTTPS for
+//! phase 4) and the gateway (`target/release/aigw serve`, or `AIGW_BIN`; logging on, its
+//! log store — a single-member Raft shard on sled, bodies in `<data_dir>/blobs` — in a
 //! temporary directory) — then drives the same request mix straight to the mock and through
 //! aigw, in one run, and prints one line per figure with its target and an `ok`/`MISS` mark.
 //! Figures are reported, never asserted: the exit status is 0 whatever the figures, and 1 only
@@ -21,14 +22,18 @@
 //!    logging-on runs, from the start of their warm-up until the store had caught up with them
 //!    (information: what one process doing both costs);
 //! 4. `BENCH_STREAMS` (1,000) concurrent streams (50 chunks, 100 ms apart, each read to its end)
-//!    through a **fresh** aigw process with an empty data directory — first one with
-//!    `cf-aig-collect-log: false`, then another one with logging on → its RSS at start, idle
+//!    through a **fresh** aigw process with an empty data directory, its RSS read at start, idle
 //!    (after a short warm-up) and peak (`VmHWM`, reset before the streams, read once their log
-//!    records are stored). A fresh process because phases 1–3 leave hundreds of MiB of sled
-//!    cache (up to `AIGW_INDEX_CACHE_BYTES`) in the first one, which would hide what the streams
-//!    cost; the first process's RSS after phases 1–3 is reported beside them;
+//!    records are stored). Three processes in turn: `cf-aig-collect-log: false` and logging on
+//!    with the upstream reached as real providers are — HTTPS, HTTP/2 chosen by ALPN, so one
+//!    connection carries every stream (a second mock serves HTTPS, its CA passed to aigw as
+//!    `proxy.upstream_ca_file`) — and logging on over plain HTTP/1.1, where every open stream
+//!    holds an upstream connection (about 25 KiB of hyper buffers and channels each). A fresh
+//!    process because phases 1–3 leave hundreds of MiB of sled cache (up to
+//!    `AIGW_INDEX_CACHE_BYTES`) in the first one, which would hide what the streams cost; the
+//!    first process's RSS after phases 1–3 is reported beside them;
 //! 5. streaming chat (20 chunks, no delay) at `BENCH_CONCURRENCY`: direct vs aigw requests/s (on
-//!    the fresh, logging-on aigw of phase 4).
+//!    the last aigw of phase 4: logging on, upstream over plain HTTP/1.1 like the direct runs).
 //!
 //! The variants of phases 1, 2 and 5 are interleaved: the measured time is split into
 //! `BENCH_ROUNDS` rounds, and in each round every variant runs for its share (after its share
@@ -82,7 +87,8 @@ use std::time::{Duration, Instant};
 use aigw_benches::env::env_or;
 use aigw_benches::procfs::{self, Pid};
 use aigw_benches::servers::{
-    ChildGuard, STARTUP_TIMEOUT, release_dir, start_aigw, start_mock, tail_of,
+    ChildGuard, STARTUP_TIMEOUT, binaries_under_test, start_aigw, start_aigw_with, start_mock,
+    start_tls_mock, tail_of,
 };
 use aigw_benches::stats::{Latencies, delta_ms, fmt_ms};
 use anyhow::{Context, Result, anyhow, bail};
@@ -229,8 +235,14 @@ impl Settings {
 struct Servers {
     aigw: ChildGuard,
     mock: ChildGuard,
+    /// The same mock over HTTPS (HTTP/2 by ALPN), for aigw processes reaching it
+    /// [`Upstream::Tls`].
+    tls_mock: ChildGuard,
     aigw_addr: SocketAddr,
     mock_addr: SocketAddr,
+    tls_mock_addr: SocketAddr,
+    /// The certificate of the CA that signed the HTTPS mock's.
+    tls_mock_ca: PathBuf,
     aigw_bin: PathBuf,
     /// Which aigw process is running: 1 for the first, +1 per [`Servers::restart_aigw`].
     generation: u32,
@@ -244,32 +256,36 @@ struct Servers {
     data_dir: tempfile::TempDir,
 }
 
+/// How a fresh aigw reaches the mock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upstream {
+    /// Plain HTTP/1.1, as the other phases do: a connection per request in flight.
+    Plain,
+    /// HTTPS, HTTP/2 chosen by ALPN — how aigw reaches real providers: one connection
+    /// carries every request in flight.
+    Tls,
+}
+
 impl Servers {
     fn start() -> Result<Self> {
-        let bin_dir = release_dir();
-        let aigw_bin = bin_dir.join("aigw");
-        let mock_bin = bin_dir.join("aigw-mock");
-        for bin in [&aigw_bin, &mock_bin] {
-            if !bin.is_file() {
-                bail!(
-                    "{} is missing: run `cargo build --release --bin aigw --bin aigw-mock` first",
-                    bin.display()
-                );
-            }
-        }
+        let (aigw_bin, mock_bin) = binaries_under_test()?;
         let data_dir = tempfile::Builder::new()
             .prefix("aigw-loadbench-")
             .tempdir()
             .context("cannot create a temporary directory")?;
 
         let (mock, mock_addr) = start_mock(&mock_bin, data_dir.path())?;
+        let (tls_mock, tls_mock_addr, tls_mock_ca) = start_tls_mock(&mock_bin, data_dir.path())?;
         let (aigw, aigw_addr) = start_aigw(&aigw_bin, data_dir.path(), 1, mock_addr)?;
         Ok(Servers {
             aigw_logs: vec![aigw.log().to_path_buf()],
             aigw,
             mock,
+            tls_mock,
             aigw_addr,
             mock_addr,
+            tls_mock_addr,
+            tls_mock_ca,
             aigw_bin,
             generation: 1,
             owed_logs: 0,
@@ -279,19 +295,30 @@ impl Servers {
     }
 
     /// Stops the running aigw (after reading its log counters) and starts a fresh one with an
-    /// empty data directory of its own; waits until it is healthy. The old data directory
-    /// stays until the end (removing it now would load the machine during the next phase).
-    async fn restart_aigw(&mut self) -> Result<()> {
+    /// empty data directory of its own, reaching the mock over `upstream`; waits until it is
+    /// healthy. The old data directory stays until the end (removing it now would load the
+    /// machine during the next phase).
+    async fn restart_aigw(&mut self, upstream: Upstream) -> Result<()> {
         let counters = self.log_counters().await?;
         self.retired_logs.written += counters.written;
         self.retired_logs.dropped += counters.dropped;
         self.aigw.stop();
         self.generation += 1;
-        let (aigw, addr) = start_aigw(
+        let tls_base = format!("https://{}/v1", self.tls_mock_addr);
+        let ca = self.tls_mock_ca.to_string_lossy().into_owned();
+        let env: &[(&str, &str)] = match upstream {
+            Upstream::Plain => &[],
+            Upstream::Tls => &[
+                ("AIGW_PROVIDERS__OPENAI__BASE_URL", &tls_base),
+                ("AIGW_PROXY__UPSTREAM_CA_FILE", &ca),
+            ],
+        };
+        let (aigw, addr) = start_aigw_with(
             &self.aigw_bin,
             self.data_dir.path(),
             self.generation,
             self.mock_addr,
+            env,
         )?;
         self.aigw_logs.push(aigw.log().to_path_buf());
         // Dropping the old guard is a no-op: it was stopped and reaped above.
@@ -317,6 +344,7 @@ impl Servers {
 
     fn ensure_running(&mut self) -> Result<()> {
         self.aigw.ensure_running()?;
+        self.tls_mock.ensure_running()?;
         self.mock.ensure_running()
     }
 
@@ -1070,10 +1098,11 @@ impl StreamsResult {
 async fn streams_on_fresh_aigw(
     label: &str,
     via: Via,
+    upstream: Upstream,
     streams: usize,
     servers: &mut Servers,
 ) -> Result<StreamsResult> {
-    servers.restart_aigw().await?;
+    servers.restart_aigw(upstream).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start_rss_kib = procfs::memory(servers.pids().aigw)
         .context("cannot read aigw's memory")?
@@ -1260,8 +1289,12 @@ struct Report {
     direct: RunResult,
     aigw_log: RunResult,
     aigw_nolog: RunResult,
+    /// Phase 4, logging on, upstream over HTTPS (HTTP/2).
     streams: StreamsResult,
+    /// Phase 4, logging off, upstream over HTTPS (HTTP/2).
     streams_nolog: StreamsResult,
+    /// Phase 4, logging on, upstream over plain HTTP/1.1.
+    streams_h1: StreamsResult,
     stream_direct: RunResult,
     stream_aigw: RunResult,
     /// The first aigw's resident set after start, and after phases 1–3 (KiB).
@@ -1332,11 +1365,13 @@ async fn bench(settings: &Settings, servers: &mut Servers) -> Result<Report> {
         settings.streams,
         mib(phases_rss_kib),
     );
-    // Each variant on a process of its own, so neither inherits the other's memory (nor the
-    // sled cache phases 1–3 filled).
+    // Each variant on a process of its own, so none inherits another's memory (nor the sled
+    // cache phases 1–3 filled). The upstream is reached as real providers are — HTTPS, HTTP/2
+    // by ALPN — and, for comparison, over plain HTTP/1.1 (a connection per open stream).
     let streams_nolog = streams_on_fresh_aigw(
         "aigw, 50 chunks × 100 ms, no log",
         Via::AigwNoLog,
+        Upstream::Tls,
         settings.streams,
         servers,
     )
@@ -1345,6 +1380,16 @@ async fn bench(settings: &Settings, servers: &mut Servers) -> Result<Report> {
     let streams = streams_on_fresh_aigw(
         "aigw, same, logging on",
         Via::Aigw,
+        Upstream::Tls,
+        settings.streams,
+        servers,
+    )
+    .await?;
+    servers.ensure_running()?;
+    let streams_h1 = streams_on_fresh_aigw(
+        "aigw, same, logging on, upstream h1",
+        Via::Aigw,
+        Upstream::Plain,
         settings.streams,
         servers,
     )
@@ -1353,7 +1398,7 @@ async fn bench(settings: &Settings, servers: &mut Servers) -> Result<Report> {
 
     println!(
         "phase 5: streaming throughput at concurrency {c} (20 chunks, no delay; \
-         on phase 4's logging-on aigw)"
+         on phase 4's last aigw: logging on, upstream h1 like the direct runs)"
     );
     let addrs = servers.addrs();
     let streaming = |via| {
@@ -1388,6 +1433,7 @@ async fn bench(settings: &Settings, servers: &mut Servers) -> Result<Report> {
         aigw_nolog,
         streams,
         streams_nolog,
+        streams_h1,
         stream_direct,
         stream_aigw,
         start_rss_kib,
@@ -1596,7 +1642,11 @@ impl Report {
 
         // Memory.
         let n = self.streams.streams;
-        let (on, off) = (&mut self.streams, &mut self.streams_nolog);
+        let (on, off, h1) = (
+            &mut self.streams,
+            &mut self.streams_nolog,
+            &mut self.streams_h1,
+        );
         figures.push(Figure::info(
             "1st aigw RSS at start / after phases 1–3 (sled cache)",
             format!("{} / {}", mib(self.start_rss_kib), mib(self.phases_rss_kib)),
@@ -1612,7 +1662,7 @@ impl Report {
         };
         figures.push(
             Figure::info(
-                format!("peak RSS, {n} streams, logging on (fresh aigw, {scope})"),
+                format!("peak RSS, {n} streams, logging on, upstream HTTPS/h2 ({scope})"),
                 mib(on.peak_kib),
             )
             .target("≤ 64 MiB", on.peak_kib <= 64 * 1024)
@@ -1646,7 +1696,7 @@ impl Report {
         ));
         figures.push(
             Figure::info(
-                format!("peak RSS, {n} streams, collect-log false (own fresh aigw)"),
+                format!("peak RSS, {n} streams, collect-log false, upstream HTTPS/h2"),
                 format!(
                     "{} (idle {}, +{})",
                     mib(off.peak_kib),
@@ -1655,6 +1705,19 @@ impl Report {
                 ),
             )
             .tainted(off.error_count() > 0 || off.peak_open < off.streams),
+        );
+        figures.push(
+            Figure::info(
+                format!("peak RSS, {n} streams, logging on, upstream plain HTTP/1.1"),
+                format!(
+                    "{} (idle {}, +{})",
+                    mib(h1.peak_kib),
+                    mib(h1.idle.rss_kib),
+                    mib(h1.growth_kib())
+                ),
+            )
+            .tainted(h1.error_count() > 0 || h1.peak_open < h1.streams)
+            .suspect(h1.drain.timeouts > 0, "store not caught up"),
         );
 
         // Streaming throughput.
@@ -1705,6 +1768,10 @@ impl Report {
         for (label, streams) in [
             ("concurrent streams, logging on", &self.streams),
             ("concurrent streams, logging off", &self.streams_nolog),
+            (
+                "concurrent streams, logging on, upstream h1",
+                &self.streams_h1,
+            ),
         ] {
             for (e, n) in &streams.errors {
                 *errors.entry(format!("{label}: {e}")).or_default() += n;
