@@ -282,6 +282,11 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "proxy.connect_timeout_ms",
         "must be greater than 0".to_owned(),
     );
+    check(
+        config.proxy.http2_connections_per_host >= 1,
+        "proxy.http2_connections_per_host",
+        "must be at least 1".to_owned(),
+    );
     if let Some(path) = &config.proxy.upstream_ca_file {
         let pem = std::fs::read_to_string(path);
         check(

@@ -190,6 +190,10 @@ pub struct ProxyConfig {
     pub connect_timeout_ms: u64,
     /// Idle upstream connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// HTTP/2 connections the edge spreads its requests to one upstream host over (as that
+    /// many independent connection pools, taken in turn): a provider allows only so many
+    /// concurrent streams per connection (often 100–250), and requests past that would wait.
+    pub http2_connections_per_host: usize,
     /// A PEM file of CA certificates trusted for upstream TLS besides the built-in web roots
     /// (Mozilla's): for providers behind a private CA, such as self-hosted models.
     pub upstream_ca_file: Option<PathBuf>,
@@ -204,6 +208,7 @@ impl Default for ProxyConfig {
             upstream_timeout_ms: 120_000,
             connect_timeout_ms: 10_000,
             pool_max_idle_per_host: 256,
+            http2_connections_per_host: 8,
             upstream_ca_file: None,
             max_universal_steps: 10,
         }

@@ -33,6 +33,7 @@ pub mod route;
 mod shard_sink;
 pub mod shipper;
 pub mod universal;
+mod upstream;
 pub mod websocket;
 
 use std::future::Future;
@@ -67,7 +68,7 @@ pub(crate) struct ProxyLimits {
 pub struct EdgeState {
     catalog: ProviderCatalog,
     gateways: Arc<dyn GatewayDirectory>,
-    client: reqwest::Client,
+    upstream: upstream::UpstreamClients,
     shipper: LogShipper,
     metrics: Arc<Metrics>,
     proxy: ProxyLimits,
@@ -97,21 +98,6 @@ pub enum EdgeBuildError {
     },
 }
 
-/// The certificates of `proxy.upstream_ca_file`, trusted for upstream TLS on top of the
-/// built-in roots.
-fn upstream_cas(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, EdgeBuildError> {
-    let failed = |reason: String| EdgeBuildError::UpstreamCa {
-        path: path.to_owned(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
-    let cas = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))?;
-    if cas.is_empty() {
-        return Err(failed("holds no PEM certificate".to_owned()));
-    }
-    Ok(cas)
-}
-
 /// A configured edge: its shared state and the worker shipping its logs.
 pub struct Edge {
     state: Arc<EdgeState>,
@@ -136,20 +122,7 @@ impl Edge {
                 .iter()
                 .map(|(slug, p)| (slug.clone(), p.base_url.clone())),
         )?;
-        let mut client = reqwest::Client::builder()
-            .pool_max_idle_per_host(config.proxy.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_millis(config.proxy.connect_timeout_ms))
-            .tcp_nodelay(true)
-            // A gateway relays redirects to the client; it never follows them itself.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy();
-        if let Some(path) = &config.proxy.upstream_ca_file {
-            for ca in upstream_cas(path)? {
-                client = client.add_root_certificate(ca);
-            }
-        }
-        let client = client.build()?;
+        let upstream = upstream::UpstreamClients::new(&config.proxy)?;
         let metrics = Arc::new(Metrics::default());
         let (shipper, shipper_task) = LogShipper::spawn(
             sink,
@@ -170,7 +143,7 @@ impl Edge {
             closing: closing_rx,
             catalog,
             gateways,
-            client,
+            upstream,
             shipper,
             metrics,
             proxy: ProxyLimits {

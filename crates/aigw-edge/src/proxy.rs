@@ -331,8 +331,8 @@ pub(crate) async fn forward(edge: &EdgeState, mut f: Forward) -> Result<Response
         guard.fill_cache(fill);
     }
     let (provider, echo, timeout) = (f.provider, f.echo, f.timeout);
-    let upstream_req = edge
-        .client
+    let client = edge.upstream.next();
+    let upstream_req = client
         .request(f.method.clone(), &f.url)
         .headers(f.headers)
         .body(f.body)
@@ -341,7 +341,7 @@ pub(crate) async fn forward(edge: &EdgeState, mut f: Forward) -> Result<Response
             EdgeError::MalformedPath(format!("cannot build upstream URL: {}", root_cause(&e)))
         })?;
 
-    let upstream = match tokio::time::timeout(timeout, edge.client.execute(upstream_req)).await {
+    let upstream = match tokio::time::timeout(timeout, client.execute(upstream_req)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             edge.metrics.upstream_error(&provider.slug, "unreachable");

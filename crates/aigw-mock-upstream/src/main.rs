@@ -102,6 +102,7 @@ async fn run(args: Args) -> io::Result<()> {
     let options = MockOptions {
         record_requests: args.record_requests,
         tls: args.tls_ca_out.is_some(),
+        ..MockOptions::default()
     };
     let server = spawn(args.addr, options).await?;
     if let (Some(path), Some(pem)) = (&args.tls_ca_out, server.ca_certificate_pem()) {

@@ -29,9 +29,6 @@ use crate::{anthropic, cohere, google, openai, workers_ai};
 /// The control endpoint for recorded requests (`GET` lists, `DELETE` clears).
 const REQUESTS_PATH: &str = "/__mock/requests";
 
-/// Concurrent HTTP/2 streams the mock allows per connection.
-const MAX_H2_STREAMS: u32 = 10_000;
-
 /// Options for [`spawn`].
 #[derive(Clone, Debug)]
 pub struct MockOptions {
@@ -42,6 +39,9 @@ pub struct MockOptions {
     /// start ([`MockServer::ca_certificate_pem`]), instead of plain HTTP/1.1 and h2c
     /// (default `false`).
     pub tls: bool,
+    /// Concurrent HTTP/2 streams allowed per connection (default 10,000; real providers
+    /// allow some 100–250, and hyper's default is 200).
+    pub max_h2_streams: u32,
 }
 
 impl Default for MockOptions {
@@ -49,6 +49,7 @@ impl Default for MockOptions {
         Self {
             record_requests: true,
             tls: false,
+            max_h2_streams: 10_000,
         }
     }
 }
@@ -77,7 +78,13 @@ pub async fn spawn(addr: SocketAddr, opts: MockOptions) -> io::Result<MockServer
     };
     let ca_pem = tls.as_ref().map(|tls| tls.ca_pem.clone());
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, tls, Arc::clone(&recorder), stopped));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        tls,
+        opts.max_h2_streams,
+        Arc::clone(&recorder),
+        stopped,
+    ));
     Ok(MockServer {
         addr,
         ca_pem,
@@ -149,17 +156,16 @@ impl MockServer {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<MockTls>,
+    max_h2_streams: u32,
     recorder: Arc<Recorder>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
-    // Real providers allow ~100–250 streams per connection; a gateway must cope with either,
-    // and the benches open a thousand at once.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS);
+        .max_concurrent_streams(max_h2_streams);
     let builder = Arc::new(builder);
     let mut connections = JoinSet::new();
     loop {

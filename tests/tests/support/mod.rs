@@ -71,17 +71,19 @@ impl Harness {
         Self::start_full(adjust, MockOptions::default(), sink, memory, state).await
     }
 
-    /// Start in front of an HTTPS mock (HTTP/2 by ALPN, its certificate signed by a CA made
-    /// for it): `adjust` sees the config with the providers on `https://` and the CA's
-    /// certificate written to a file in `ca_dir`, set as `proxy.upstream_ca_file`.
-    pub async fn start_tls(ca_dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> Self {
+    /// Start in front of an HTTPS mock (`mock` with `tls` set: HTTP/2 by ALPN, its
+    /// certificate signed by a CA made for it): `adjust` sees the config with the providers on
+    /// `https://` and the CA's certificate written to a file in `ca_dir`, set as
+    /// `proxy.upstream_ca_file`.
+    pub async fn start_tls(
+        ca_dir: &std::path::Path,
+        mock: MockOptions,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let sink = Arc::new(MemorySink::default());
         let state = Arc::new(LocalGatewayState::new(64 << 20));
         let ca_file = ca_dir.join("mock-ca.pem");
-        let options = MockOptions {
-            tls: true,
-            ..MockOptions::default()
-        };
+        let options = MockOptions { tls: true, ..mock };
         Self::start_full(
             |config| {
                 config.proxy.upstream_ca_file = Some(ca_file);
