@@ -19,17 +19,19 @@ fn chat_body(stream: bool) -> Value {
     })
 }
 
+/// A chat-completions request to OpenAI through the edge at `url` (`Harness::gw`).
+fn chat(client: &reqwest::Client, url: &str, stream: bool) -> reqwest::RequestBuilder {
+    client.post(url).json(&chat_body(stream))
+}
+
 #[tokio::test]
 async fn an_https_upstream_behind_a_private_ca_is_proxied_over_http2() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start_tls(dir.path(), MockOptions::default(), |_| {}).await;
     assert!(h.mock.base_url().starts_with("https://"));
 
-    let resp = h
-        .client
-        .post(h.gw("openai", "/chat/completions"))
+    let resp = chat(&h.client, &h.gw("openai", "/chat/completions"), false)
         .header("authorization", "Bearer sk-tls-secret")
-        .json(&chat_body(false))
         .send()
         .await
         .unwrap();
@@ -41,12 +43,9 @@ async fn an_https_upstream_behind_a_private_ca_is_proxied_over_http2() {
     );
 
     // A stream, relayed event by event, over the same HTTP/2 connection.
-    let resp = h
-        .client
-        .post(h.gw("openai", "/chat/completions"))
+    let resp = chat(&h.client, &h.gw("openai", "/chat/completions"), true)
         .header("authorization", "Bearer sk-tls-secret")
         .header("x-mock-chunks", "12")
-        .json(&chat_body(true))
         .send()
         .await
         .unwrap();
@@ -92,10 +91,7 @@ async fn an_https_upstream_whose_ca_is_not_trusted_is_502_naming_the_provider() 
         c.proxy.upstream_ca_file = None;
     })
     .await;
-    let resp = h
-        .client
-        .post(h.gw("openai", "/chat/completions"))
-        .json(&chat_body(false))
+    let resp = chat(&h.client, &h.gw("openai", "/chat/completions"), false)
         .send()
         .await
         .unwrap();
@@ -117,10 +113,7 @@ async fn an_https_upstream_whose_ca_is_not_trusted_is_502_naming_the_provider() 
 /// many response heads arrived before the first stream ended.
 async fn heads_before_the_first_stream_ends(h: &Harness, clients: usize, n: usize) -> usize {
     for _ in 0..clients {
-        let resp = h
-            .client
-            .post(h.gw("openai", "/chat/completions"))
-            .json(&chat_body(false))
+        let resp = chat(&h.client, &h.gw("openai", "/chat/completions"), false)
             .send()
             .await
             .unwrap();
@@ -134,11 +127,9 @@ async fn heads_before_the_first_stream_ends(h: &Harness, clients: usize, n: usiz
             events.clone(),
         );
         tokio::spawn(async move {
-            let resp = client
-                .post(url)
+            let resp = chat(&client, &url, true)
                 .header("x-mock-chunks", "10")
                 .header("x-mock-chunk-delay-ms", "200")
-                .json(&chat_body(true))
                 .send()
                 .await
                 .unwrap();

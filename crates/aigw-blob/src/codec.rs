@@ -6,10 +6,10 @@
 //! [`STORED_BELOW_BYTES`] are written as a zstd frame of one *raw* block (zstd's own stored
 //! form, with the same content size and checksum): a few hundred bytes of JSON shrink by about
 //! a fifth at level 3 for some 3 µs each, most of a small log's compression cost, while the
-//! stored form costs a copy and a hash. Any zstd decoder reads both, so readers need no change. Decoding is bounded:
-//! a frame that expands past the codec's maximum (default [`DEFAULT_MAX_DECODED_BYTES`]) or asks
-//! for a window larger than level 3 ever uses is refused, so a hostile object cannot exhaust
-//! memory.
+//! stored form costs a copy and a hash. Any zstd decoder reads both, so readers need no change.
+//! Decoding is bounded: a frame that expands past the codec's maximum (default
+//! [`DEFAULT_MAX_DECODED_BYTES`]) or asks for a window larger than level 3 ever uses is refused,
+//! so a hostile object cannot exhaust memory.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
