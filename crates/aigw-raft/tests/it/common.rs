@@ -1,4 +1,5 @@
-//! Test fixtures: a key-value [`App`] on a sled tree, and waits on Raft metrics (never sleeps).
+//! Test fixtures: a key-value [`App`] on a sled tree, and waits on Raft metrics (never sleeps;
+//! only [`open_db`] polls, for a file lock).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -10,6 +11,26 @@ use aigw_raft::{App, AppError, Command, GroupHandle, NodeId, WriteError};
 
 /// How long any wait in these tests may take before the test fails; generous for a loaded CI.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Opens (or reopens) the sled database in `dir`. A node that was just shut down may still
+/// hold its handle for a moment — openraft's state-machine worker and a blocking flush end
+/// after `Raft::shutdown` returns — and sled keeps the directory's file lock until the last
+/// handle is dropped, so a held lock is waited for (at most [`TIMEOUT`]).
+pub async fn open_db(dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("open sled at {}: {e:?}", dir.display()),
+        }
+    }
+}
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -303,7 +324,7 @@ impl RouterCluster {
 
     /// Start (or restart from its directory) node `id`.
     pub async fn start_node(&mut self, id: NodeId) {
-        let db = sled::open(self.dirs[&id].path()).expect("open sled");
+        let db = open_db(self.dirs[&id].path()).await;
         let config = aigw_raft::NodeConfig {
             raft: self.config.clone(),
             ..aigw_raft::NodeConfig::new(id, format!("node-{id}"))

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use aigw_raft::openraft::ServerState;
 use aigw_raft::{GroupHandle, NodeConfig, RaftNode};
 
-use crate::common::{KvApp, TIMEOUT, init_tracing, members, must_write, set, test_raft_config};
+use crate::common::{
+    KvApp, TIMEOUT, init_tracing, members, must_write, open_db, set, test_raft_config,
+};
 
 const GROUP: u64 = 11;
 
 async fn start(dir: &std::path::Path) -> (RaftNode, GroupHandle, std::sync::Arc<KvApp>) {
-    let db = sled::open(dir).expect("open sled");
+    let db = open_db(dir).await;
     let config = NodeConfig {
         raft: test_raft_config(),
         ..NodeConfig::new(1, "127.0.0.1:1")
