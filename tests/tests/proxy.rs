@@ -751,3 +751,34 @@ async fn responses_cut_at_the_limit_keep_their_usage() {
     }
     h.shutdown().await;
 }
+
+/// A request head longer than `proxy.max_request_head_bytes` (8 KiB by default: the size of
+/// each connection's read buffer) is refused with 431 before anything goes upstream; the limit
+/// can be raised.
+#[tokio::test]
+async fn request_heads_longer_than_the_limit_get_431() {
+    async fn status_with_header(h: &Harness, header_bytes: usize) -> u16 {
+        h.client
+            .post(h.gw("openai", "/chat/completions"))
+            .header("x-padding", "p".repeat(header_bytes))
+            .json(&chat_body(false))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    let h = Harness::start().await;
+    assert_eq!(status_with_header(&h, 6 * 1024).await, 200);
+    assert_eq!(status_with_header(&h, 12 * 1024).await, 431);
+    assert_eq!(
+        h.mock.requests().len(),
+        1,
+        "the refused request never reached the upstream"
+    );
+
+    let h = Harness::start_with(|c| c.proxy.max_request_head_bytes = 32 * 1024).await;
+    assert_eq!(status_with_header(&h, 12 * 1024).await, 200);
+    assert_eq!(status_with_header(&h, 40 * 1024).await, 431);
+}

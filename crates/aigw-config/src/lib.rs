@@ -10,6 +10,6 @@ mod model;
 
 pub use load::{ConfigError, KeyError, Override, Overrides, load};
 pub use model::{
-    ApiToken, BlobConfig, BlobKind, CacheConfig, ClusterConfig, Config, LogQueueConfig, Member,
-    ProviderConfig, ProxyConfig, Role,
+    ApiToken, BlobConfig, BlobKind, CacheConfig, ClusterConfig, Config, LogQueueConfig,
+    MAX_REQUEST_HEAD_BYTES, MIN_REQUEST_HEAD_BYTES, Member, ProviderConfig, ProxyConfig, Role,
 };

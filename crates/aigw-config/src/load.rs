@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use aigw_providers::ProviderCatalog;
 use toml::{Table, Value};
 
-use crate::model::{Config, Role};
+use crate::model::{Config, MAX_REQUEST_HEAD_BYTES, MIN_REQUEST_HEAD_BYTES, Role};
 
 /// Prefix of environment variables that override configuration keys.
 const ENV_PREFIX: &str = "AIGW_";
@@ -273,6 +273,12 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "must be greater than 0".to_owned(),
     );
     check(
+        (MIN_REQUEST_HEAD_BYTES..=MAX_REQUEST_HEAD_BYTES)
+            .contains(&config.proxy.max_request_head_bytes),
+        "proxy.max_request_head_bytes",
+        format!("must be between {MIN_REQUEST_HEAD_BYTES} and {MAX_REQUEST_HEAD_BYTES}"),
+    );
+    check(
         config.proxy.upstream_timeout_ms > 0,
         "proxy.upstream_timeout_ms",
         "must be greater than 0".to_owned(),
@@ -449,6 +455,7 @@ mod tests {
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:9090");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.proxy.max_body_bytes, 50 * 1024 * 1024);
+        assert_eq!(c.proxy.max_request_head_bytes, 8 * 1024);
         assert!(c.admin_token.is_none());
     }
 
@@ -535,6 +542,25 @@ mod tests {
         let msg = invalid(load(Some(f.path()), &Overrides::default()));
         assert!(msg.contains("`providers.nope.base_url`"), "{msg}");
         assert!(msg.contains("`proxy.max_body_bytes`"), "{msg}");
+
+        for (head, ok) in [
+            ("4096", false),
+            ("8192", true),
+            ("1048576", true),
+            ("1048577", false),
+        ] {
+            let result = load(None, &env(&[("AIGW_PROXY__MAX_REQUEST_HEAD_BYTES", head)]));
+            if ok {
+                assert!(result.is_ok(), "{head}: {result:?}");
+            } else {
+                let msg = invalid(result);
+                assert!(
+                    msg.contains("`proxy.max_request_head_bytes`")
+                        && msg.contains("between 8192 and 1048576"),
+                    "{msg}"
+                );
+            }
+        }
 
         let msg = invalid(load(None, &env(&[("AIGW_BLOB__KIND", "s3")])));
         assert!(msg.contains("`blob.bucket`"), "{msg}");

@@ -176,6 +176,12 @@ pub struct ProviderConfig {
     pub base_url: String,
 }
 
+/// The smallest `proxy.max_request_head_bytes`: hyper reads into buffers of this size.
+pub const MIN_REQUEST_HEAD_BYTES: u64 = 8 * 1024;
+
+/// The largest `proxy.max_request_head_bytes` (each open connection may hold that much).
+pub const MAX_REQUEST_HEAD_BYTES: u64 = 1024 * 1024;
+
 /// How the edge proxies requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -183,6 +189,10 @@ pub struct ProxyConfig {
     /// Largest accepted request body; larger requests get 413. Also the most of each body that
     /// is kept for the log.
     pub max_body_bytes: u64,
+    /// Longest request head served, in bytes (HTTP/1.1 request line and headers; HTTP/2
+    /// header list); longer ones get 431. It is also the size of each client connection's read
+    /// buffer, so raising it costs that much memory per open connection. At least 8192.
+    pub max_request_head_bytes: u64,
     /// Time allowed for the upstream to send response headers, and the longest silence allowed
     /// between chunks of a streamed response. `cf-aig-request-timeout` overrides it per request.
     pub upstream_timeout_ms: u64,
@@ -205,6 +215,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 50 * 1024 * 1024,
+            max_request_head_bytes: MIN_REQUEST_HEAD_BYTES,
             upstream_timeout_ms: 120_000,
             connect_timeout_ms: 10_000,
             pool_max_idle_per_host: 256,

@@ -1,6 +1,6 @@
 //! The aigw edge.
 //!
-//! This crate owns the HTTP face of aigw: the axum router, the provider passthrough proxy that
+//! This crate owns the HTTP face of aigw: the accept loop, the axum router, the provider passthrough proxy that
 //! relays responses (streams included) as they arrive while teeing them into a log capture, the
 //! [`universal`] endpoint (steps with retries and fallback, each attempt through the same
 //! proxy path) and its [`websocket`] API, the OpenAI-compatible `compat` endpoint (translated by
@@ -30,6 +30,7 @@ mod ops;
 pub mod proxy;
 mod ratelimit;
 pub mod route;
+mod server;
 mod shard_sink;
 pub mod shipper;
 pub mod universal;
@@ -60,6 +61,9 @@ pub use universal::{Backoff, Retry};
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyLimits {
     max_body_bytes: u64,
+    /// The longest HTTP/1.1 request head (and HTTP/2 header list) served; also the size of
+    /// a connection's read buffer, so request bodies no longer than it are copied out of it.
+    max_request_head_bytes: usize,
     upstream_timeout: Duration,
     max_universal_steps: usize,
 }
@@ -148,6 +152,13 @@ impl Edge {
             metrics,
             proxy: ProxyLimits {
                 max_body_bytes: config.proxy.max_body_bytes,
+                // Clamped, not trusted: hyper panics below its minimum, and a `Config` built
+                // in code has not been through `aigw_config::load`'s checks.
+                max_request_head_bytes: usize::try_from(config.proxy.max_request_head_bytes.clamp(
+                    aigw_config::MIN_REQUEST_HEAD_BYTES,
+                    aigw_config::MAX_REQUEST_HEAD_BYTES,
+                ))
+                .unwrap_or(usize::MAX),
                 upstream_timeout: Duration::from_millis(config.proxy.upstream_timeout_ms),
                 max_universal_steps: config.proxy.max_universal_steps,
             },
@@ -178,22 +189,12 @@ impl Edge {
     /// Serve the edge's routes plus `routes` (e.g. the management API) on `listener` until
     /// `shutdown` resolves and open connections (WebSocket sessions included, once their
     /// requests in flight are answered) finish, then flush every queued log record to the sink.
-    pub async fn serve<F>(
-        self,
-        listener: TcpListener,
-        routes: Router,
-        shutdown: F,
-    ) -> std::io::Result<()>
+    pub async fn serve<F>(self, listener: TcpListener, routes: Router, shutdown: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-            }
-        });
         let router = self.router().merge(routes);
+        let max_request_head_bytes = self.state.proxy.max_request_head_bytes;
         let Edge {
             state,
             shipper_task,
@@ -202,18 +203,12 @@ impl Edge {
         drop(state);
         let shutdown = async move {
             shutdown.await;
-            // WebSocket sessions outlive the HTTP connections axum waits for: tell them.
+            // WebSocket sessions outlive the HTTP connections the server waits for: tell them.
             let _ = closing.send(true);
         };
-        // A `Router` served as is is converted (`with_state`, its route tables rebuilt) for
-        // every connection — about 6 KiB each, held as long as the connection is open;
-        // `into_make_service` converts it once and clones an `Arc` per connection.
-        let served = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        server::serve(listener, router, max_request_head_bytes, shutdown).await;
         // The router is gone, and so, once their in-flight requests are answered, are the
         // WebSocket sessions: with the last queue sender the worker drains and stops.
         shipper_task.drained().await;
-        served
     }
 }

@@ -189,7 +189,16 @@ pub(crate) async fn read_request_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(EdgeError::BodyTooLarge { limit });
     }
-    read_body(body, limit).await
+    let body = read_body(body, limit).await?;
+    // A body that arrived in one read is a view into the connection's read buffer. Kept for the
+    // log as long as a stream lasts, it would keep that buffer from being reused, so bodies that
+    // fit in the buffer are copied out; longer ones were already assembled from several reads
+    // into a buffer of their own.
+    Ok(if body.len() <= edge.proxy.max_request_head_bytes {
+        Bytes::copy_from_slice(&body)
+    } else {
+        body
+    })
 }
 
 /// On an authenticated gateway, requires `cf-aig-authorization: Bearer <token>` with a token

@@ -152,6 +152,6 @@ pub async fn serve_http(
         ),
         None => tracing::info!(http_addr = %listener.local_addr()?, "aigw edge listening"),
     }
-    edge.serve(listener, api, shutdown).await?;
+    edge.serve(listener, api, shutdown).await;
     Ok(())
 }
