@@ -26,6 +26,25 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main` (the `_RJEM_MALLOC_CONF` environment variable still
+/// overrides them). By default jemalloc keeps freed pages for 10 s and then only marks them
+/// reusable ("muzzy") for 10 s more, so what a burst allocated — a thousand streams ending at
+/// once, their captured bodies turning into log records and packs — stays resident long after.
+/// Here freed pages go back to the kernel after about a second, purged by jemalloc's
+/// background threads rather than inline on the request path. Measured: about 2 MiB less at
+/// the load bench's 1,000-stream peak, no CPU cost per request within the noise. Returning
+/// them at once (`dirty_decay_ms:0`) saved 12 MiB there but cost 10 µs of CPU per small request.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf =
+    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// A C string pointer jemalloc reads as its `malloc_conf`.
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: it points to an immutable, 'static C string literal.
+unsafe impl Sync for MallocConf {}
+
 /// A self-hosted AI gateway.
 #[derive(Debug, Parser)]
 #[command(name = "aigw", version, about)]

@@ -148,6 +148,25 @@ async fn wait_for_log(client: &reqwest::Client, aigw: &Running, id: &str) {
     }
 }
 
+/// The allocator options compiled into the binary are in effect: jemalloc's background
+/// threads (which return freed pages to the kernel) are running.
+#[tokio::test]
+async fn jemalloc_purges_from_its_background_threads() {
+    let mock = mock().await;
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let aigw = start(data.path(), &mock, &client).await;
+    chat(&client, &aigw, 0).await;
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", aigw.child.id())).unwrap();
+    let names: Vec<String> = tasks
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|name| name.trim() == "jemalloc_bg_thd"),
+        "{names:?}"
+    );
+}
+
 #[tokio::test]
 async fn logs_feedback_and_gateways_survive_a_restart() {
     let mock = mock().await;
