@@ -12,7 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -31,15 +31,14 @@ pub(crate) async fn serve(
     max_request_head_bytes: usize,
     shutdown: impl Future<Output = ()>,
 ) {
+    // No timer is given to hyper, as `axum::serve` gives none: with one, hyper's 30 s
+    // header-read timeout also closes keep-alive connections idle for 30 s, which clients
+    // that reuse a connection after a pause would see as failed POSTs.
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(max_request_head_bytes)
-        .timer(TokioTimer::new());
+    builder.http1().max_buf_size(max_request_head_bytes);
     builder
         .http2()
-        .max_header_list_size(u32::try_from(max_request_head_bytes).unwrap_or(u32::MAX))
-        .timer(TokioTimer::new());
+        .max_header_list_size(u32::try_from(max_request_head_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
