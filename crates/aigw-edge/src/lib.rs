@@ -1,10 +1,11 @@
 //! The aigw edge.
 //!
-//! This crate owns the HTTP face of aigw: the accept loop, the axum router, the provider passthrough proxy that
-//! relays responses (streams included) as they arrive while teeing them into a log capture, the
-//! [`universal`] endpoint (steps with retries and fallback, each attempt through the same
-//! proxy path) and its [`websocket`] API, the OpenAI-compatible `compat` endpoint (translated by
-//! `aigw-compat`, forwarded through the same proxy path), the `cf-aig-*` request directives, the bounded queue that ships finished log records to a
+//! This crate owns the HTTP face of aigw: the accept loop, the axum router, the provider
+//! passthrough proxy that relays responses (streams included) as they arrive while teeing them
+//! into a log capture, the [`universal`] endpoint (steps with retries and fallback, each
+//! attempt through the same proxy path) and its [`websocket`] API, the OpenAI-compatible
+//! `compat` endpoint (translated by `aigw-compat`, forwarded through the same proxy path), the
+//! `cf-aig-*` request directives, the bounded queue that ships finished log records to a
 //! [`LogSink`], and the edge's health and Prometheus endpoints. It must not know how logs are
 //! stored: the store plugs in behind [`LogSink`] and gateway settings behind
 //! [`GatewayDirectory`]; it links no storage, consensus or object-store crates.
