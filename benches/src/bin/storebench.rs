@@ -631,7 +631,7 @@ impl Store {
         );
         let node = RaftNode::new(db.clone(), NodeConfig::new(1, unused_loopback_addr()?))
             .context("cannot create the raft node")?;
-        let index = LogIndex::new(db.open_tree("shard/1/index")?);
+        let index = LogIndex::open(db.open_tree("shard/1/index")?)?;
         let group = start_single_member(&node, Arc::new(ShardApp::new(index.clone()))).await?;
         let shard = Arc::new(ShardService::new(index.clone(), group, blobs));
         Ok(Store {
@@ -1075,7 +1075,7 @@ async fn diag_packs(
 /// fsync → rows/s.
 fn diag_index_apply(dir: &Path, rows: usize, batch: usize) -> Result<(f64, f64)> {
     let db = sled::open(dir)?;
-    let index = LogIndex::new(db.open_tree("shard/1/index")?);
+    let index = LogIndex::open(db.open_tree("shard/1/index")?)?;
     let mut generator = Generator::new(7);
     let batches: Vec<Insert> = (0..rows.div_ceil(batch))
         .map(|_| Insert {

@@ -109,7 +109,8 @@ async fn start_nodes(blobs: Arc<dyn BlobStore>) -> (BTreeMap<NodeId, ShardNode>,
                     )
                 })
                 .collect();
-            let index = LogIndex::new(db.open_tree(format!("shard/{group}/index")).expect("tree"));
+            let index = LogIndex::open(db.open_tree(format!("shard/{group}/index")).expect("tree"))
+                .expect("index");
             let handle = raft
                 .start_group(*group, Arc::new(ShardApp::new(index.clone())), members)
                 .await

@@ -3,18 +3,19 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aigw_proto::admin::Quota;
-use aigw_proto::shard::{BodyLocation, LogRecord, OrderBy};
+use aigw_proto::shard::{LogRecord, OrderBy};
 use prost::Message;
 use sled::{Batch, IVec, Tree};
 use ulid::Ulid;
 
+use crate::bucket::{self, Buckets, Entry};
 use crate::command::{
     Applied, Command, DeadBodies, Delete, DeleteGateway, Insert, SetQuota, Update, kind::Kind,
 };
 use crate::keys::{
-    self, Field, GatewayKey, counter_key, counter_prefix, gateway_index_prefix, gateway_key,
-    gateway_of, id_suffix, index_key, owner_key, owner_value, pack_counter_key, pack_prefix,
-    pack_suffix, row_key, row_prefix, tagged, tombstone_key,
+    self, Field, GW_LEN, GatewayKey, counter_key, counter_prefix, gateway_index_prefix,
+    gateway_key, gateway_of, index_prefix, owner_key, owner_value, pack_counter_key, pack_prefix,
+    pack_suffix, row_prefix, tagged, tombstone_key,
 };
 use crate::query::{CompiledQuery, IndexScan, feedback_byte, metadata_text};
 
@@ -45,6 +46,15 @@ type IdSource = std::iter::Peekable<Box<dyn Iterator<Item = Result<Ulid, IndexEr
 
 /// Rows deleted per atomic batch when a whole gateway goes.
 const DELETE_CHUNK: usize = 10_000;
+
+/// The layout version stored under [`keys::LAYOUT`]: 2 since rows and postings are grouped
+/// into buckets ([`bucket`]); before, every row and posting was a key of its own.
+const LAYOUT_VERSION: u8 = 2;
+/// Length of a row key as written before buckets: `R | gw | id(16)`.
+const LEGACY_ROW_KEY_LEN: usize = 1 + GW_LEN + 16;
+/// The smallest and the largest id.
+const MIN_ID: Ulid = Ulid(0);
+const MAX_ID: Ulid = Ulid(u128::MAX);
 
 /// One page of a query.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,23 +135,31 @@ fn counted(row: &LogRecord) -> Vec<(Field, Vec<u8>)> {
 #[derive(Default)]
 struct Changes {
     batch: Batch,
+    /// Rows and index postings, by bucket.
+    buckets: Buckets,
     /// Counter and pack-counter keys → change.
     counters: BTreeMap<Vec<u8>, i64>,
 }
 
 impl Changes {
     fn add_row(&mut self, gw: &GatewayKey, id: Ulid, row: &mut LogRecord) {
-        self.batch.insert(row_key(gw, id), encode_row(row));
-        for (field, value) in index_entries(row) {
-            self.batch.insert(index_key(gw, field, &value, id), &[][..]);
-        }
+        self.put_row(gw, id, row);
         self.count_row(gw, row, 1);
     }
 
-    fn remove_row(&mut self, gw: &GatewayKey, id: Ulid, row: &LogRecord) {
-        self.batch.remove(row_key(gw, id));
+    /// Stores the row and its index postings, leaving counters alone.
+    fn put_row(&mut self, gw: &GatewayKey, id: Ulid, row: &mut LogRecord) {
+        self.buckets.put(&row_prefix(gw), id, encode_row(row));
         for (field, value) in index_entries(row) {
-            self.batch.remove(index_key(gw, field, &value, id));
+            self.buckets
+                .put(&index_prefix(gw, field, &value), id, Vec::new());
+        }
+    }
+
+    fn remove_row(&mut self, gw: &GatewayKey, id: Ulid, row: &LogRecord) {
+        self.buckets.remove(&row_prefix(gw), id);
+        for (field, value) in index_entries(row) {
+            self.buckets.remove(&index_prefix(gw, field, &value), id);
         }
         self.count_row(gw, row, -1);
     }
@@ -158,6 +176,7 @@ impl Changes {
 
     /// Applies the batch; returns the counter keys that dropped to zero (and were removed).
     fn commit(mut self, tree: &Tree) -> Result<Vec<Vec<u8>>, IndexError> {
+        self.buckets.write(tree, &mut self.batch)?;
         let mut emptied = Vec::new();
         for (key, delta) in self.counters {
             if delta == 0 {
@@ -247,11 +266,11 @@ struct Admission {
     /// stored, added by this batch, or the new one — goes.
     evicts: bool,
     /// The stored rows, oldest first (when evicting).
-    stored: Option<sled::Iter>,
+    stored: Option<Box<dyn Iterator<Item = Result<Entry, IndexError>>>>,
     /// The oldest stored row not evicted yet, once read.
-    next_stored: Option<(Ulid, IVec, IVec)>,
+    next_stored: Option<Entry>,
     /// Stored rows this batch evicts.
-    evicted_stored: Vec<(Ulid, IVec, IVec)>,
+    evicted_stored: Vec<Entry>,
     /// This batch's rows so far (when evicting).
     added: BTreeMap<Ulid, LogRecord>,
     /// Rows of this batch that made way for newer ones of it.
@@ -287,14 +306,9 @@ impl Admission {
         if self.next_stored.is_none()
             && let Some(item) = self.stored.as_mut().and_then(Iterator::next)
         {
-            let (key, value) = item?;
-            let id = id_suffix(&key).ok_or_else(|| IndexError::Corrupt {
-                key: hex(&key),
-                reason: "row key too short".into(),
-            })?;
-            self.next_stored = Some((id, key, value));
+            self.next_stored = Some(item?);
         }
-        Ok(self.next_stored.as_ref().map(|(id, _, _)| *id))
+        Ok(self.next_stored.as_ref().map(|entry| entry.id))
     }
 
     /// Finds room for new row `id`, counting what it costs.
@@ -358,20 +372,16 @@ fn encode_row(row: &mut LogRecord) -> Vec<u8> {
     stored
 }
 
-/// The row stored under `key`, owned by `account`/`gateway` (which the caller has checked).
+/// Row `id` as stored (`value`), owned by `account`/`gateway` (which the caller has checked).
 fn decode_row(
-    key: &[u8],
+    id: Ulid,
     value: &[u8],
     account: &str,
     gateway: &str,
 ) -> Result<LogRecord, IndexError> {
     let mut row = LogRecord::decode(value).map_err(|e| IndexError::Corrupt {
-        key: hex(key),
+        key: format!("row {id}"),
         reason: e.to_string(),
-    })?;
-    let id = id_suffix(key).ok_or_else(|| IndexError::Corrupt {
-        key: hex(key),
-        reason: "key too short".into(),
     })?;
     row.id = id.to_bytes().to_vec().into();
     account.clone_into(&mut row.account_id);
@@ -385,7 +395,8 @@ pub fn pack_key(account: &str, gateway: &str, pack: u64) -> String {
     format!("{account}/{gateway}/{pack:016x}.pack")
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` in hex, for naming a corrupt key.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -396,9 +407,63 @@ fn parse_id(bytes: &[u8]) -> Option<Ulid> {
 }
 
 impl LogIndex {
-    /// The index stored in `tree`.
-    pub fn new(tree: Tree) -> Self {
-        Self { tree }
+    /// The index stored in `tree`, its rows first moved to the current layout if an earlier
+    /// version wrote them.
+    pub fn open(tree: Tree) -> Result<Self, IndexError> {
+        let index = Self { tree };
+        let layout = index.tree.get([keys::LAYOUT])?;
+        if layout.as_deref() != Some(&[LAYOUT_VERSION][..]) {
+            index.migrate_legacy_rows()?;
+            index.tree.insert([keys::LAYOUT], &[LAYOUT_VERSION][..])?;
+        }
+        Ok(index)
+    }
+
+    /// Moves rows stored one key per row, with one key per index posting, into buckets, a
+    /// chunk of rows per atomic batch (so a crash midway leaves every row in one layout or the
+    /// other, and the next open goes on). Counters are unchanged: the rows are the same.
+    fn migrate_legacy_rows(&self) -> Result<(), IndexError> {
+        let mut from = vec![keys::ROW];
+        loop {
+            let mut changes = Changes::default();
+            let mut moved = 0;
+            for item in self.tree.range(from.clone()..) {
+                let (key, value) = item?;
+                if key.first() != Some(&keys::ROW) || moved == DELETE_CHUNK {
+                    break;
+                }
+                from = key.to_vec();
+                from.push(0);
+                let (Some(gw), [(id, value)]) = (gateway_of(&key), &stored_rows(&key, value)?[..])
+                else {
+                    continue;
+                };
+                if key.len() != LEGACY_ROW_KEY_LEN {
+                    continue;
+                }
+                let mut row = decode_row(*id, value, "", "")?;
+                changes.batch.remove(key.clone());
+                for (field, value) in index_entries(&row) {
+                    let mut posting = index_prefix(&gw, field, &value);
+                    posting.extend_from_slice(&id.to_bytes());
+                    changes.batch.remove(posting);
+                }
+                changes.put_row(&gw, *id, &mut row);
+                moved += 1;
+            }
+            if moved == 0 {
+                return Ok(());
+            }
+            changes.commit(&self.tree)?;
+        }
+    }
+
+    /// Stored rows of a gateway, oldest first.
+    fn rows_oldest_first(
+        &self,
+        gw: &GatewayKey,
+    ) -> impl Iterator<Item = Result<Entry, IndexError>> + use<> {
+        bucket::range(&self.tree, &row_prefix(gw), MIN_ID, MAX_ID, false)
     }
 
     /// Apply one encoded [`Command`]; returns the encoded [`Applied`].
@@ -439,10 +504,9 @@ impl LogIndex {
                     e.insert(self.admission(&gw, &row, command.default_max_rows, &mut changes)?)
                 }
             };
-            let key = row_key(&gw, id);
             let live = admission.admits(row.created_at_ms)
-                && seen.insert(key.clone())
-                && match self.tree.get(&key)? {
+                && seen.insert((gw, id))
+                && match changes.buckets.stored(&self.tree, &row_prefix(&gw), id)? {
                     None => match admission.take_room(id)? {
                         Room::Free => {
                             changes.add_row(&gw, id, &mut row);
@@ -465,7 +529,8 @@ impl LogIndex {
                     },
                     // Replayed after a crash: the stored row already uses these very bodies.
                     Some(stored) => {
-                        row.bodies.is_some() && stored_bodies(&key, &stored)? == row.bodies
+                        row.bodies.is_some()
+                            && decode_row(id, stored.payload(), "", "")?.bodies == row.bodies
                     }
                 };
             let (_, _, tracker) = bodies.entry(gw).or_insert_with(|| {
@@ -496,9 +561,9 @@ impl LogIndex {
                 continue;
             };
             let mut tracker = DeadBodyTracker::default();
-            for (id, key, value) in admission.evicted_stored {
-                let row = decode_row(&key, &value, account, gateway)?;
-                changes.remove_row(&gw, id, &row);
+            for entry in admission.evicted_stored {
+                let row = decode_row(entry.id, entry.payload(), account, gateway)?;
+                changes.remove_row(&gw, entry.id, &row);
                 tracker.dead(&row);
             }
             evicted_bodies.push((account.clone(), gateway.clone(), tracker));
@@ -561,7 +626,11 @@ impl LogIndex {
             deleted_at: self.tombstone(gw)?,
             room: quota.max_rows.saturating_sub(live),
             evicts,
-            stored: evicts.then(|| self.tree.scan_prefix(row_prefix(gw))),
+            stored: evicts.then(|| {
+                let oldest_first =
+                    bucket::range(&self.tree, &row_prefix(gw), MIN_ID, MAX_ID, false);
+                Box::new(oldest_first) as Box<dyn Iterator<Item = _>>
+            }),
             next_stored: None,
             evicted_stored: Vec::new(),
             added: BTreeMap::new(),
@@ -620,10 +689,10 @@ impl LogIndex {
             let chunk = usize::try_from(excess)
                 .unwrap_or(DELETE_CHUNK)
                 .min(DELETE_CHUNK);
-            for item in self.tree.scan_prefix(row_prefix(&gw)).take(chunk) {
-                let (key, value) = item?;
-                let row = decode_row(&key, &value, account, gateway)?;
-                changes.remove_row(&gw, id_suffix(&key).unwrap_or_default(), &row);
+            for entry in self.rows_oldest_first(&gw).take(chunk) {
+                let entry = entry?;
+                let row = decode_row(entry.id, entry.payload(), account, gateway)?;
+                changes.remove_row(&gw, entry.id, &row);
                 tracker.dead(&row);
                 n += 1;
             }
@@ -761,11 +830,10 @@ impl LogIndex {
         changes.batch.remove(owner_key(&gw));
         loop {
             let mut n = 0;
-            for item in self.tree.scan_prefix(row_prefix(&gw)).take(DELETE_CHUNK) {
-                let (key, value) = item?;
-                let row = decode_row(&key, &value, account, gateway)?;
-                let id = id_suffix(&key).unwrap_or_default();
-                changes.remove_row(&gw, id, &row);
+            for entry in self.rows_oldest_first(&gw).take(DELETE_CHUNK) {
+                let entry = entry?;
+                let row = decode_row(entry.id, entry.payload(), account, gateway)?;
+                changes.remove_row(&gw, entry.id, &row);
                 n += 1;
             }
             let emptied = std::mem::take(&mut changes).commit(&self.tree)?;
@@ -803,9 +871,8 @@ impl LogIndex {
         account: &str,
         gateway: &str,
     ) -> Result<Option<LogRecord>, IndexError> {
-        let key = row_key(gw, id);
-        match self.tree.get(&key)? {
-            Some(value) => decode_row(&key, &value, account, gateway).map(Some),
+        match bucket::get(&self.tree, &row_prefix(gw), id)? {
+            Some(entry) => decode_row(id, entry.payload(), account, gateway).map(Some),
             None => Ok(None),
         }
     }
@@ -899,29 +966,21 @@ impl LogIndex {
         let rows: Box<dyn Iterator<Item = Result<LogRecord, IndexError>>> =
             match query.driving_index() {
                 None => {
-                    let range = self.tree.range(row_key(&gw, lo)..=row_key(&gw, hi));
-                    let iter: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = if descending {
-                        Box::new(range.rev())
-                    } else {
-                        Box::new(range)
-                    };
-                    Box::new(iter.map(|item| {
-                        let (key, value) = item?;
-                        decode_row(&key, &value, account, gateway)
+                    let rows = bucket::range(&self.tree, &row_prefix(&gw), lo, hi, descending);
+                    Box::new(rows.map(|entry| {
+                        let entry = entry?;
+                        decode_row(entry.id, entry.payload(), account, gateway)
                     }))
                 }
                 Some(scan) => {
                     let ids = self.index_ids(&gw, &scan, lo, hi, descending);
-                    Box::new(ids.filter_map(move |id| match id {
-                        Ok(id) => {
-                            let key = row_key(&gw, id);
-                            match self.tree.get(&key) {
-                                Ok(Some(value)) => Some(decode_row(&key, &value, account, gateway)),
-                                Ok(None) => None,
-                                Err(e) => Some(Err(e.into())),
-                            }
-                        }
-                        Err(e) => Some(Err(e)),
+                    let mut rows = bucket::Reader::new(&self.tree, row_prefix(&gw));
+                    Box::new(ids.filter_map(move |id| {
+                        let row = id.and_then(|id| rows.read(id));
+                        row.transpose().map(|entry| {
+                            let entry = entry?;
+                            decode_row(entry.id, entry.payload(), account, gateway)
+                        })
                     }))
                 }
             };
@@ -943,22 +1002,10 @@ impl LogIndex {
             .values
             .iter()
             .map(|value| {
-                let range = self.tree.range(
-                    index_key(gw, scan.field, value, lo)..=index_key(gw, scan.field, value, hi),
-                );
-                let iter: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = if descending {
-                    Box::new(range.rev())
-                } else {
-                    Box::new(range)
-                };
+                let prefix = index_prefix(gw, scan.field, value);
+                let postings = bucket::range(&self.tree, &prefix, lo, hi, descending);
                 let ids: Box<dyn Iterator<Item = Result<Ulid, IndexError>>> =
-                    Box::new(iter.map(|item| {
-                        let (key, _) = item?;
-                        id_suffix(&key).ok_or_else(|| IndexError::Corrupt {
-                            key: hex(&key),
-                            reason: "index key too short".into(),
-                        })
-                    }));
+                    Box::new(postings.map(|entry| entry.map(|e| e.id)));
                 ids.peekable()
             })
             .collect();
@@ -1044,17 +1091,21 @@ impl LogIndex {
                 changes.batch.insert(key, value);
                 continue;
             }
-            // Indexes and counters need no names; the rows are stored without them anyway.
-            let mut row = decode_row(&key, &value, "", "")?;
-            let id = id_suffix(&key).ok_or_else(|| corrupt("row key too short"))?;
             let gw = gateway_of(&key).ok_or_else(|| corrupt("row key too short"))?;
-            changes.add_row(&gw, id, &mut row);
-            pending += 1;
-            if pending == DELETE_CHUNK {
+            for (id, value) in stored_rows(&key, value.into())? {
+                // Indexes and counters need no names; the rows are stored without them anyway.
+                let mut row = decode_row(id, &value, "", "")?;
+                changes.add_row(&gw, id, &mut row);
+                pending += 1;
+            }
+            if pending >= DELETE_CHUNK {
                 std::mem::take(&mut changes).commit(&self.tree)?;
                 pending = 0;
             }
         }
+        changes
+            .batch
+            .insert(&[keys::LAYOUT][..], &[LAYOUT_VERSION][..]);
         changes.commit(&self.tree).map(drop)
     }
 
@@ -1066,7 +1117,7 @@ impl LogIndex {
             let bytes = (key.len() + value.len()) as u64;
             match key.first() {
                 Some(&keys::ROW) => {
-                    f.rows += 1;
+                    f.rows += stored_rows(&key, value)?.len() as u64;
                     f.row_bytes += bytes;
                 }
                 Some(&keys::INDEX) => f.index_bytes += bytes,
@@ -1094,7 +1145,94 @@ impl LogIndex {
     }
 }
 
-/// The body location of a stored row.
-fn stored_bodies(key: &[u8], value: &[u8]) -> Result<Option<BodyLocation>, IndexError> {
-    Ok(decode_row(key, value, "", "")?.bodies)
+/// The rows stored under one row key, with their ids: a chunk of a bucket, or — as written
+/// before rows were grouped into buckets (`R | gw | id(16)`) — one row.
+fn stored_rows(key: &[u8], value: IVec) -> Result<Vec<(Ulid, IVec)>, IndexError> {
+    if key.len() == LEGACY_ROW_KEY_LEN {
+        let id = key[1 + GW_LEN..].try_into().map(Ulid::from_bytes);
+        return Ok(id.map(|id| vec![(id, value)]).unwrap_or_default());
+    }
+    Ok(bucket::chunk_entries(key, value, false)?
+        .map(|entry| (entry.id, entry.payload().into()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aigw_proto::shard::{Filter, FilterOperator, FilterValue, LogQuery, filter_value};
+
+    /// Rows written by the first layout — a key per row, `R | gw | id`, and a key per posting,
+    /// `I | gw | field | value | id` — are moved into buckets when the index is opened.
+    #[test]
+    fn rows_of_the_key_per_row_layout_move_into_buckets_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
+        let gw = gateway_key("a", "g");
+        let mut legacy = Changes::default();
+        let rows: Vec<LogRecord> = (0..30u64)
+            .map(|i| LogRecord {
+                id: Ulid::from_parts(1_700_000_000_000 + i / 4, u128::from(i))
+                    .to_bytes()
+                    .to_vec()
+                    .into(),
+                account_id: "a".into(),
+                gateway_id: "g".into(),
+                provider: "openai".into(),
+                model: if i % 2 == 0 { "even" } else { "odd" }.into(),
+                success: true,
+                ..LogRecord::default()
+            })
+            .collect();
+        for row in &rows {
+            let id = parse_id(&row.id).unwrap();
+            let mut key = row_prefix(&gw);
+            key.extend_from_slice(&id.to_bytes());
+            legacy.batch.insert(key, encode_row(&mut row.clone()));
+            for (field, value) in index_entries(row) {
+                let mut posting = index_prefix(&gw, field, &value);
+                posting.extend_from_slice(&id.to_bytes());
+                legacy.batch.insert(posting, &[][..]);
+            }
+            legacy.count_row(&gw, row, 1);
+        }
+        legacy.batch.insert(owner_key(&gw), owner_value("a", "g"));
+        legacy.commit(&tree).unwrap();
+
+        let index = LogIndex::open(tree.clone()).unwrap();
+        let per_row_keys = tree
+            .iter()
+            .keys()
+            .map(Result::unwrap)
+            .filter(|k| k.ends_with(&rows[3].id))
+            .count();
+        assert_eq!(per_row_keys, 0, "no key of the first layout is left");
+        assert_eq!(index.footprint().unwrap().rows, 30);
+        assert_eq!(index.count("a", "g", Field::All, b"").unwrap(), 30);
+        let odd = CompiledQuery::compile(&LogQuery {
+            account_id: "a".into(),
+            gateway_id: "g".into(),
+            filters: vec![Filter {
+                key: "model".into(),
+                operator: FilterOperator::Eq as i32,
+                values: vec![FilterValue {
+                    kind: Some(filter_value::Kind::Text("odd".into())),
+                }],
+            }],
+            ..LogQuery::default()
+        })
+        .unwrap();
+        let listed = index.list(&odd, 1, 100).unwrap();
+        let mut expected: Vec<&LogRecord> = rows.iter().filter(|r| r.model == "odd").collect();
+        expected.reverse();
+        assert_eq!(listed.rows.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(
+            tree.get([keys::LAYOUT]).unwrap().as_deref(),
+            Some(&[LAYOUT_VERSION][..])
+        );
+        // Opening again finds nothing to move.
+        let before: Vec<_> = tree.iter().map(Result::unwrap).collect();
+        LogIndex::open(tree.clone()).unwrap();
+        assert_eq!(tree.iter().map(Result::unwrap).collect::<Vec<_>>(), before);
+    }
 }

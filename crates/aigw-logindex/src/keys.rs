@@ -4,22 +4,26 @@
 //! atomic batch. Keys start with a tag byte:
 //!
 //! ```text
-//! G | gw(8)                                 → len account, gateway    the names behind `gw`
-//! R | gw(8) | id(16)                        → LogRecord (prost)       one per log
-//! I | gw(8) | field(1) | len value | id(16) → ()                      secondary index entry
-//! C | gw(8) | field(1) | len value          → u64 count (big-endian)  counters per value
-//! P | gw(8) | pack(8)                       → u64 count (big-endian)  live rows per body pack
-//! T | gw(8)                                 → i64 ms (big-endian)     gateway deleted at
-//! Q | gw(8)                                 → max rows u64, flags u8  quota (from usage reports)
-//! S | gw(8)                                 → refused u64, evicted u64 rows refused / evicted
+//! G | gw(8)                                     → len account, gateway  the names behind `gw`
+//! R | gw(8) | ms(6) | chunk(2)                  → rows (LogRecord, prost) of one millisecond
+//! I | gw(8) | field(1) | len value | ms(6) | chunk(2) → postings (ids) of one value, one ms
+//! C | gw(8) | field(1) | len value              → u64 count (big-endian)  counters per value
+//! P | gw(8) | pack(8)                           → u64 count (big-endian)  live rows per pack
+//! T | gw(8)                                     → i64 ms (big-endian)   gateway deleted at
+//! Q | gw(8)                                     → max rows u64, flags u8  quota (from usage)
+//! S | gw(8)                                     → refused u64, evicted u64  refused / evicted
+//! V                                             → u8                    layout version
 //! ```
 //!
-//! `len` is the value's length as a varint (one byte below 128). `gw` is the first 8 bytes of
-//! SHA-256(account ‖ 0 ‖ gateway): fixed width, stable across versions and platforms, and not
-//! forgeable by a tenant aiming at another's prefix. Rows do not repeat the account and gateway
-//! (a tenth of a row); the `G` entry names the owner of a prefix once, every read checks it, and
-//! an insert whose names collide with another owner's prefix is refused, so a collision could
-//! never leak data. Ids are ULIDs in big-endian bytes, so within a prefix keys sort by creation
+//! Rows and postings are grouped by the millisecond of their id into buckets of a few chunks
+//! each (see the `bucket` module): sled's cost is per key, and a key per row and per posting
+//! made it the largest cost of logging. `len` is the value's length as a varint (one byte below
+//! 128). `gw` is the first 8 bytes of SHA-256(account ‖ 0 ‖ gateway): fixed width, stable across
+//! versions and platforms, and not forgeable by a tenant aiming at another's prefix. Rows do
+//! not repeat the account and gateway (a tenth of a row); the `G` entry names the owner of a
+//! prefix once, every read checks it, and an insert whose names collide with another owner's
+//! prefix is refused, so a collision could never leak data. Ids are ULIDs in big-endian bytes
+//! (a millisecond timestamp, then 10 random bytes), so within a prefix keys sort by creation
 //! time.
 
 use sha2::{Digest, Sha256};
@@ -44,11 +48,11 @@ pub const TOMBSTONE: u8 = b'T';
 pub const QUOTA: u8 = b'Q';
 /// Tag of gateway admission statistics: rows refused and rows evicted by quotas.
 pub const STATS: u8 = b'S';
+/// The key (a tag alone) of the layout version of the tree.
+pub const LAYOUT: u8 = b'V';
 
 /// Width of the gateway prefix.
 pub const GW_LEN: usize = 8;
-/// Width of an id.
-pub const ID_LEN: usize = 16;
 
 /// The fixed-width key of one (account, gateway).
 pub type GatewayKey = [u8; GW_LEN];
@@ -89,18 +93,11 @@ pub enum Field {
     MetaValue = 8,
 }
 
-/// `R | gw` — the prefix of a gateway's rows.
+/// `R | gw` — the prefix of a gateway's row buckets.
 pub fn row_prefix(gw: &GatewayKey) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + GW_LEN + ID_LEN);
+    let mut k = Vec::with_capacity(1 + GW_LEN);
     k.push(ROW);
     k.extend_from_slice(gw);
-    k
-}
-
-/// `R | gw | id`.
-pub fn row_key(gw: &GatewayKey, id: Ulid) -> Vec<u8> {
-    let mut k = row_prefix(gw);
-    k.extend_from_slice(&id.to_bytes());
     k
 }
 
@@ -113,20 +110,13 @@ fn push_value(k: &mut Vec<u8>, value: &[u8]) {
     k.extend_from_slice(&value[..len]);
 }
 
-/// `I | gw | field | value` — the prefix of one value's index entries.
+/// `I | gw | field | value` — the prefix of one value's posting buckets.
 pub fn index_prefix(gw: &GatewayKey, field: Field, value: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + GW_LEN + 1 + 2 + value.len() + ID_LEN);
+    let mut k = Vec::with_capacity(1 + GW_LEN + 1 + 2 + value.len() + 8);
     k.push(INDEX);
     k.extend_from_slice(gw);
     k.push(field as u8);
     push_value(&mut k, value);
-    k
-}
-
-/// `I | gw | field | value | id`.
-pub fn index_key(gw: &GatewayKey, field: Field, value: &[u8], id: Ulid) -> Vec<u8> {
-    let mut k = index_prefix(gw, field, value);
-    k.extend_from_slice(&id.to_bytes());
     k
 }
 
@@ -220,13 +210,6 @@ pub fn gateway_index_prefix(gw: &GatewayKey) -> Vec<u8> {
     k
 }
 
-/// The id at the end of a row or index key.
-pub fn id_suffix(key: &[u8]) -> Option<Ulid> {
-    let start = key.len().checked_sub(ID_LEN)?;
-    let bytes: [u8; ID_LEN] = key[start..].try_into().ok()?;
-    Some(Ulid::from_bytes(bytes))
-}
-
 /// The smallest id created at or after `ms` (Unix milliseconds).
 pub fn first_id_at(ms: u64) -> Ulid {
     Ulid::from_parts(ms.min((1 << 48) - 1), 0)
@@ -248,26 +231,11 @@ mod tests {
     }
 
     #[test]
-    fn index_keys_sort_by_value_then_time() {
+    fn index_prefixes_of_distinct_values_do_not_nest() {
         let gw = gateway_key("a", "g");
-        let early = Ulid::from_parts(1, 0);
-        let late = Ulid::from_parts(2, 0);
-        assert!(
-            index_key(&gw, Field::Model, b"m", early) < index_key(&gw, Field::Model, b"m", late)
-        );
-        assert!(
-            index_key(&gw, Field::Model, b"m", late) < index_key(&gw, Field::Model, b"m2", early)
-        );
-        assert_eq!(
-            id_suffix(&index_key(&gw, Field::Model, b"m", late)),
-            Some(late)
-        );
-        assert!(
-            index_key(&gw, Field::Model, b"m", late).starts_with(&index_prefix(
-                &gw,
-                Field::Model,
-                b"m"
-            ))
-        );
+        let short = index_prefix(&gw, Field::Model, b"m");
+        let long = index_prefix(&gw, Field::Model, b"m2");
+        assert!(!long.starts_with(&short) && !short.starts_with(&long));
+        assert!(short < long);
     }
 }

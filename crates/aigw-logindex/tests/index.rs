@@ -15,7 +15,10 @@ use ulid::Ulid;
 fn open() -> (tempfile::TempDir, LogIndex) {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    (dir, LogIndex::new(db.open_tree("shard-0").unwrap()))
+    (
+        dir,
+        LogIndex::open(db.open_tree("shard-0").unwrap()).unwrap(),
+    )
 }
 
 const MODELS: [&str; 3] = ["gpt-4o-mini", "claude-3-5-haiku", "llama-3.1-8b"];
@@ -34,9 +37,20 @@ fn bodies(i: u64) -> BodyLocation {
     }
 }
 
-/// A deterministic row `i` of `account`/`gateway`, created at `1_700_000_000_000 + i` ms.
+/// Rows [`row`] creates per millisecond: enough that a millisecond's bucket of rows spans
+/// more than one chunk, and that inserts of consecutive ranges of rows share buckets.
+const ROWS_PER_MS: u64 = 48;
+
+/// When [`row`] 0 was created (Unix ms).
+const BASE_MS: u64 = 1_700_000_000_000;
+
+/// A deterministic row `i` of `account`/`gateway`, created at `BASE_MS + i / ROWS_PER_MS`.
 fn row(account: &str, gateway: &str, i: u64) -> LogRecord {
-    let created = 1_700_000_000_000 + i;
+    row_created_at(account, gateway, i, BASE_MS + i / ROWS_PER_MS)
+}
+
+/// [`row`] `i`, created at `created` (Unix ms).
+fn row_created_at(account: &str, gateway: &str, i: u64, created: u64) -> LogRecord {
     let k = (i % 3) as usize;
     LogRecord {
         id: Ulid::from_parts(created, u128::from(i))
@@ -219,11 +233,11 @@ fn queries_match_a_brute_force_oracle() {
         ),
         (
             vec![
-                filter("created_at", Gt, vec![num(1_700_000_000_100.0)]),
-                filter("created_at", Lt, vec![num(1_700_000_000_400.0)]),
+                filter("created_at", Gt, vec![num((BASE_MS + 2) as f64)]),
+                filter("created_at", Lt, vec![num((BASE_MS + 9) as f64)]),
             ],
             Box::new(|r| {
-                r.created_at_ms > 1_700_000_000_100 && r.created_at_ms < 1_700_000_000_400
+                r.created_at_ms > (BASE_MS + 2) as i64 && r.created_at_ms < (BASE_MS + 9) as i64
             }),
         ),
         (
@@ -473,7 +487,7 @@ fn deletes_remove_rows_indexes_and_counters_and_report_dead_bodies() {
             kind: Some(Kind::DeleteGateway(DeleteGateway {
                 account_id: "acct".into(),
                 gateway_id: "gw".into(),
-                deleted_at_ms: 1_700_000_000_100,
+                deleted_at_ms: (BASE_MS + 100) as i64,
             })),
         })
         .unwrap();
@@ -695,11 +709,13 @@ fn refused_and_duplicate_rows_report_their_packs_and_replays_report_nothing() {
             kind: Some(Kind::DeleteGateway(DeleteGateway {
                 account_id: "acct".into(),
                 gateway_id: "gw".into(),
-                deleted_at_ms: 1_700_000_000_015,
+                deleted_at_ms: (BASE_MS + 15) as i64,
             })),
         })
         .unwrap();
-    let straddling: Vec<LogRecord> = (10..20).map(|i| row("acct", "gw", i)).collect();
+    let straddling: Vec<LogRecord> = (10..20)
+        .map(|i| row_created_at("acct", "gw", i, BASE_MS + i))
+        .collect();
     let applied = index
         .apply(Command {
             kind: Some(Kind::Insert(Insert {
@@ -867,4 +883,71 @@ fn quotas_refuse_or_evict_the_oldest_and_count_both() {
         }),
     );
     assert_eq!(index.usage("acct", "gw").unwrap(), Default::default());
+}
+
+/// Rows of one millisecond share a bucket of chunks; late rows land in the middle of a bucket,
+/// and deletes empty chunks. Whatever the order of arrival, scans and counts match the oracle.
+#[test]
+fn rows_arriving_out_of_order_share_buckets_and_scan_in_id_order() {
+    let (_dir, index) = open();
+    let all: Vec<LogRecord> = (0..600).map(|i| row("acct", "gw", i)).collect();
+    // A fixed permutation (7 is coprime with 600), inserted in uneven batches.
+    let shuffled: Vec<LogRecord> = (0..600).map(|i| all[(i * 7) % 600].clone()).collect();
+    let mut inserted = 0;
+    for batch in shuffled.chunks(97) {
+        inserted += insert(&index, batch.to_vec());
+    }
+    assert_eq!(inserted, 600);
+    assert_eq!(index.footprint().unwrap().rows, 600);
+    let by_model = |rows: &[LogRecord]| oracle(rows, |r| r.model == MODELS[1]);
+    let check = |rows: &[LogRecord]| {
+        assert_eq!(
+            run(&index, query(vec![]), 1, 1000),
+            (oracle(rows, |_| true), rows.len() as u64)
+        );
+        let model = query(vec![filter(
+            "model",
+            FilterOperator::Eq,
+            vec![text(MODELS[1])],
+        )]);
+        let expected = by_model(rows);
+        assert_eq!(run(&index, model.clone(), 1, 1000).0, expected);
+        // Oldest first, and a page from the middle.
+        let oldest_first = LogQuery {
+            ascending: true,
+            ..query(vec![])
+        };
+        let mut ascending = oracle(rows, |_| true);
+        ascending.reverse();
+        assert_eq!(run(&index, oldest_first, 1, 1000).0, ascending);
+        let page = run(&index, model, 3, 20).0;
+        assert_eq!(page, expected[40..60.min(expected.len())]);
+        for r in rows.iter().step_by(37) {
+            let id = Ulid::from_bytes(r.id.to_vec().try_into().unwrap());
+            assert_eq!(index.get("acct", "gw", id).unwrap().as_ref(), Some(r));
+        }
+    };
+    check(&all);
+
+    // Delete every row whose index is not a multiple of 4, in two commands.
+    let doomed: Vec<Vec<u8>> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 != 0)
+        .map(|(_, r)| r.id.to_vec())
+        .collect();
+    for ids in doomed.chunks(doomed.len() / 2 + 1) {
+        apply(
+            &index,
+            Kind::Delete(Delete {
+                account_id: "acct".into(),
+                gateway_id: "gw".into(),
+                ids: ids.to_vec(),
+            }),
+        );
+    }
+    let kept: Vec<LogRecord> = all.iter().step_by(4).cloned().collect();
+    check(&kept);
+    assert_eq!(index.count("acct", "gw", Field::All, b"").unwrap(), 150);
+    assert_eq!(index.footprint().unwrap().rows, 150);
 }

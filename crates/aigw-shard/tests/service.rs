@@ -30,7 +30,7 @@ async fn shard(blobs: Arc<dyn BlobStore>) -> Shard1 {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
     let node = RaftNode::new(db.clone(), NodeConfig::new(1, "127.0.0.1:1")).unwrap();
-    let index = LogIndex::new(db.open_tree("shard").unwrap());
+    let index = LogIndex::open(db.open_tree("shard").unwrap()).unwrap();
     let members = BTreeMap::from([(1, node.basic_node())]);
     let group = node
         .start_group(7, Arc::new(ShardApp::new(index.clone())), members)

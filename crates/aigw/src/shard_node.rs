@@ -615,7 +615,7 @@ impl Replicas {
         group: GroupId,
         founders: Option<(BTreeMap<NodeId, BasicNode>, NodeId)>,
     ) -> anyhow::Result<()> {
-        let index = LogIndex::new(self.db.open_tree(format!("shard/{group}/index"))?);
+        let index = LogIndex::open(self.db.open_tree(format!("shard/{group}/index"))?)?;
         let app = Arc::new(ShardApp::new(index.clone()));
         let handle = match founders {
             Some((members, initializer)) => {

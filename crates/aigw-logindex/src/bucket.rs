@@ -1,0 +1,402 @@
+//! Buckets: everything under one key prefix whose ids share a millisecond, in a few sled keys.
+//!
+//! A row or an index posting used to be one sled key each, and sled's cost is mostly per key:
+//! every insert walks the tree, copies a node and, with ids arriving in order, splits a leaf
+//! every eight inserts. So entries are grouped by the millisecond of their id (a ULID's first
+//! six bytes) into a *bucket*, stored as numbered *chunks*:
+//!
+//! ```text
+//! prefix | ms(6) | chunk(2)  →  entry*      entry = rand(10) | len varint | payload
+//! ```
+//!
+//! `rand` is the rest of the id. Within a bucket the chunks, read in key order, hold the entries
+//! sorted by `rand` — so a range of keys read forwards or backwards yields ids in order — and
+//! every chunk but the last holds at least [`CHUNK_BYTES`]. A write rebuilds each bucket it
+//! touches from its stored chunks and its edits, and stores only the chunks that changed: ids
+//! mostly arrive in order, so a batch appends new buckets and rewrites at most the one it
+//! continues. Chunks keep sled's nodes (16 keys per leaf) well under its 128 KiB limit for
+//! inline pages, past which sled writes a node to a file of its own.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use sled::{IVec, Tree};
+use ulid::Ulid;
+
+use crate::index::IndexError;
+
+/// Width of the millisecond part of an id.
+pub const MS_LEN: usize = 6;
+/// Width of the rest of an id.
+pub const RAND_LEN: usize = 16 - MS_LEN;
+/// Width of a chunk number.
+const CHUNK_NO_LEN: usize = 2;
+/// A chunk is closed once it holds this many bytes; the next entry starts a new one.
+pub const CHUNK_BYTES: usize = 4096;
+
+/// The part of an id after its millisecond.
+pub type Rand = [u8; RAND_LEN];
+
+/// `prefix | ms` — the bucket of `id` under `prefix`.
+pub fn bucket_key(prefix: &[u8], id: Ulid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + MS_LEN + CHUNK_NO_LEN);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&id.to_bytes()[..MS_LEN]);
+    key
+}
+
+/// The rest of `id` after its millisecond.
+pub fn rand_of(id: Ulid) -> Rand {
+    let mut rand = [0; RAND_LEN];
+    rand.copy_from_slice(&id.to_bytes()[MS_LEN..]);
+    rand
+}
+
+fn chunk_key(bucket: &[u8], n: u16) -> Vec<u8> {
+    let mut key = Vec::with_capacity(bucket.len() + CHUNK_NO_LEN);
+    key.extend_from_slice(bucket);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// Whether `key` is a chunk key under `prefix` (and not, say, an old one-key-per-id entry).
+pub fn is_chunk_key(prefix_len: usize, key: &[u8]) -> bool {
+    key.len() == prefix_len + MS_LEN + CHUNK_NO_LEN
+}
+
+fn corrupt(key: &[u8], reason: &str) -> IndexError {
+    IndexError::Corrupt {
+        key: crate::index::hex(key),
+        reason: reason.into(),
+    }
+}
+
+/// The entries of one chunk: each entry's rand and where its payload is.
+fn parse(key: &[u8], chunk: &[u8]) -> Result<Vec<(Rand, Range<usize>)>, IndexError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < chunk.len() {
+        let rand: Rand = chunk
+            .get(at..at + RAND_LEN)
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| corrupt(key, "chunk entry cut short"))?;
+        let mut rest = &chunk[at + RAND_LEN..];
+        let before = rest.len();
+        let len = prost::encoding::decode_varint(&mut rest)
+            .ok()
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or_else(|| corrupt(key, "bad entry length"))?;
+        let start = at + RAND_LEN + (before - rest.len());
+        let end = start
+            .checked_add(len)
+            .filter(|end| *end <= chunk.len())
+            .ok_or_else(|| corrupt(key, "entry runs past its chunk"))?;
+        out.push((rand, start..end));
+        at = end;
+    }
+    Ok(out)
+}
+
+/// One stored entry: its id and its payload, a view of the chunk that holds it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The entry's id.
+    pub id: Ulid,
+    chunk: IVec,
+    payload: Range<usize>,
+}
+
+impl Entry {
+    /// The entry's payload (a row; empty for a posting).
+    pub fn payload(&self) -> &[u8] {
+        &self.chunk[self.payload.clone()]
+    }
+}
+
+/// The entries of one stored chunk `(key, chunk)`, in order (reversed when `descending`).
+pub fn chunk_entries(
+    key: &[u8],
+    chunk: IVec,
+    descending: bool,
+) -> Result<impl Iterator<Item = Entry> + use<>, IndexError> {
+    let ms = key
+        .len()
+        .checked_sub(MS_LEN + CHUNK_NO_LEN)
+        .map(|at| &key[at..at + MS_LEN])
+        .ok_or_else(|| corrupt(key, "chunk key too short"))?;
+    let mut id = [0; 16];
+    id[..MS_LEN].copy_from_slice(ms);
+    let mut entries = parse(key, &chunk)?;
+    if descending {
+        entries.reverse();
+    }
+    Ok(entries.into_iter().map(move |(rand, payload)| {
+        id[MS_LEN..].copy_from_slice(&rand);
+        Entry {
+            id: Ulid::from_bytes(id),
+            chunk: chunk.clone(),
+            payload,
+        }
+    }))
+}
+
+/// Entries under `prefix` with ids in `lo..=hi`, in id order (newest first when `descending`).
+pub fn range(
+    tree: &Tree,
+    prefix: &[u8],
+    lo: Ulid,
+    hi: Ulid,
+    descending: bool,
+) -> impl Iterator<Item = Result<Entry, IndexError>> + use<> {
+    let keys = tree.range(
+        chunk_key(&bucket_key(prefix, lo), 0)..=chunk_key(&bucket_key(prefix, hi), u16::MAX),
+    );
+    let chunks: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>> + Send> = if descending {
+        Box::new(keys.rev())
+    } else {
+        Box::new(keys)
+    };
+    let prefix_len = prefix.len();
+    chunks
+        .filter(move |item| {
+            item.as_ref()
+                .map_or(true, |(key, _)| is_chunk_key(prefix_len, key))
+        })
+        .flat_map(move |item| {
+            let entries = item
+                .map_err(IndexError::from)
+                .and_then(|(key, chunk)| chunk_entries(&key, chunk, descending));
+            let (ok, err) = match entries {
+                Ok(entries) => (Some(entries), None),
+                Err(e) => (None, Some(Err(e))),
+            };
+            ok.into_iter().flatten().map(Ok).chain(err)
+        })
+        .filter(move |entry| entry.as_ref().map_or(true, |e| (lo..=hi).contains(&e.id)))
+}
+
+/// The stored chunks of a bucket, in order.
+fn load(tree: &Tree, bucket: &[u8]) -> Result<Vec<(IVec, IVec)>, IndexError> {
+    let prefix_len = bucket.len() - MS_LEN;
+    tree.scan_prefix(bucket)
+        .filter(|item| {
+            item.as_ref()
+                .map_or(true, |(key, _)| is_chunk_key(prefix_len, key))
+        })
+        .map(|item| item.map_err(IndexError::from))
+        .collect()
+}
+
+/// The entry `id` under `prefix`, if stored.
+pub fn get(tree: &Tree, prefix: &[u8], id: Ulid) -> Result<Option<Entry>, IndexError> {
+    find(&load(tree, &bucket_key(prefix, id))?, id)
+}
+
+/// The entry `id` among a bucket's stored chunks.
+fn find(chunks: &[(IVec, IVec)], id: Ulid) -> Result<Option<Entry>, IndexError> {
+    for (key, chunk) in chunks {
+        if let Some(entry) = chunk_entries(key, chunk.clone(), false)?.find(|e| e.id == id) {
+            return Ok(Some(entry));
+        }
+    }
+    Ok(None)
+}
+
+/// What one write does to one bucket: per rand, the payload to store, or `None` to remove.
+type Edits = BTreeMap<Rand, Option<Vec<u8>>>;
+
+/// Pending changes to buckets, with the stored chunks of each bucket read at most once.
+#[derive(Default)]
+pub struct Buckets {
+    edits: BTreeMap<Vec<u8>, Edits>,
+    /// Chunks as stored before these changes, per bucket read so far.
+    stored: BTreeMap<Vec<u8>, Vec<(IVec, IVec)>>,
+}
+
+impl Buckets {
+    /// Store `payload` as entry `id` under `prefix` (replacing it if present).
+    pub fn put(&mut self, prefix: &[u8], id: Ulid, payload: Vec<u8>) {
+        let edits = self.edits.entry(bucket_key(prefix, id)).or_default();
+        edits.insert(rand_of(id), Some(payload));
+    }
+
+    /// Remove entry `id` under `prefix` (if present).
+    pub fn remove(&mut self, prefix: &[u8], id: Ulid) {
+        let edits = self.edits.entry(bucket_key(prefix, id)).or_default();
+        edits.insert(rand_of(id), None);
+    }
+
+    /// The entry `id` under `prefix` as stored before these changes.
+    pub fn stored(
+        &mut self,
+        tree: &Tree,
+        prefix: &[u8],
+        id: Ulid,
+    ) -> Result<Option<Entry>, IndexError> {
+        let bucket = bucket_key(prefix, id);
+        let chunks = match self.stored.entry(bucket) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let chunks = load(tree, e.key())?;
+                e.insert(chunks)
+            }
+        };
+        find(chunks, id)
+    }
+
+    /// Add to `batch` the chunk writes and removals that carry out these changes.
+    pub fn write(mut self, tree: &Tree, batch: &mut sled::Batch) -> Result<(), IndexError> {
+        for (bucket, edits) in self.edits {
+            let stored = match self.stored.remove(&bucket) {
+                Some(chunks) => chunks,
+                None => load(tree, &bucket)?,
+            };
+            let mut entries: BTreeMap<Rand, &[u8]> = BTreeMap::new();
+            for (key, chunk) in &stored {
+                for (rand, payload) in parse(key, chunk)? {
+                    entries.insert(rand, &chunk[payload]);
+                }
+            }
+            for (rand, edit) in &edits {
+                match edit {
+                    Some(payload) => entries.insert(*rand, payload),
+                    None => entries.remove(rand),
+                };
+            }
+            let chunks = rechunk(&entries);
+            for (n, chunk) in chunks.iter().enumerate() {
+                let unchanged = stored
+                    .get(n)
+                    .is_some_and(|(key, old)| *key == chunk_key(&bucket, n as u16) && old == chunk);
+                if !unchanged {
+                    batch.insert(chunk_key(&bucket, n as u16), chunk.as_slice());
+                }
+            }
+            for (key, _) in &stored {
+                let n = key
+                    .get(key.len() - CHUNK_NO_LEN..)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(usize::MAX, |b| usize::from(u16::from_be_bytes(b)));
+                if n >= chunks.len() {
+                    batch.remove(key.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sorted entries cut into chunks of at least [`CHUNK_BYTES`] (the last one excepted).
+fn rechunk(entries: &BTreeMap<Rand, &[u8]>) -> Vec<Vec<u8>> {
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    for (rand, payload) in entries {
+        chunk.extend_from_slice(rand);
+        prost::encoding::encode_varint(payload.len() as u64, &mut chunk);
+        chunk.extend_from_slice(payload);
+        // The last possible chunk number takes everything left.
+        if chunk.len() >= CHUNK_BYTES && chunks.len() < usize::from(u16::MAX) {
+            chunks.push(std::mem::take(&mut chunk));
+        }
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// Reads entries of one prefix by id, keeping the last bucket read: ids from an index scan come
+/// in order, so consecutive ones mostly share a bucket.
+pub struct Reader {
+    tree: Tree,
+    prefix: Vec<u8>,
+    bucket: Vec<u8>,
+    chunks: Vec<(IVec, IVec)>,
+}
+
+impl Reader {
+    /// A reader of the entries under `prefix`.
+    pub fn new(tree: &Tree, prefix: Vec<u8>) -> Self {
+        Self {
+            tree: tree.clone(),
+            prefix,
+            bucket: Vec::new(),
+            chunks: Vec::new(),
+        }
+    }
+
+    /// The entry `id`, if stored.
+    pub fn read(&mut self, id: Ulid) -> Result<Option<Entry>, IndexError> {
+        let bucket = bucket_key(&self.prefix, id);
+        if bucket != self.bucket {
+            self.chunks = load(&self.tree, &bucket)?;
+            self.bucket = bucket;
+        }
+        find(&self.chunks, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
+        (dir, tree)
+    }
+
+    fn write(tree: &Tree, buckets: Buckets) {
+        let mut batch = sled::Batch::default();
+        buckets.write(tree, &mut batch).unwrap();
+        tree.apply_batch(batch).unwrap();
+    }
+
+    #[test]
+    fn buckets_keep_entries_sorted_across_full_chunks() {
+        let (_dir, tree) = tree();
+        let prefix = b"R-prefix".to_vec();
+        let ids: Vec<Ulid> = (0..300u128).map(|i| Ulid::from_parts(7, i * 3)).collect();
+        // Three writes, each of every third id, so later ones land between stored entries.
+        for start in 0..3 {
+            let mut buckets = Buckets::default();
+            for id in ids.iter().skip(start).step_by(3) {
+                buckets.put(&prefix, *id, vec![start as u8; 100]);
+            }
+            write(&tree, buckets);
+        }
+        let chunks: Vec<(IVec, IVec)> = tree.iter().map(Result::unwrap).collect();
+        assert_eq!(chunks.len(), 300 * 111 / CHUNK_BYTES + 1);
+        for (_, chunk) in &chunks[..chunks.len() - 1] {
+            assert!((CHUNK_BYTES..CHUNK_BYTES + 111).contains(&chunk.len()));
+        }
+        let forwards: Vec<Ulid> = range(&tree, &prefix, Ulid(0), Ulid(u128::MAX), false)
+            .map(|e| e.unwrap().id)
+            .collect();
+        assert_eq!(forwards, ids);
+        let mut backwards: Vec<Ulid> = range(&tree, &prefix, ids[10], ids[20], true)
+            .map(|e| e.unwrap().id)
+            .collect();
+        backwards.reverse();
+        assert_eq!(backwards, ids[10..=20]);
+        let entry = get(&tree, &prefix, ids[4]).unwrap().unwrap();
+        assert_eq!(entry.payload(), [1; 100]);
+        assert!(
+            get(&tree, &prefix, Ulid::from_parts(7, 1))
+                .unwrap()
+                .is_none()
+        );
+
+        // Removing all but one entry leaves one chunk; removing it leaves no key.
+        let mut buckets = Buckets::default();
+        for id in &ids[1..] {
+            buckets.remove(&prefix, *id);
+        }
+        write(&tree, buckets);
+        assert_eq!(tree.len(), 1);
+        let mut buckets = Buckets::default();
+        buckets.remove(&prefix, ids[0]);
+        write(&tree, buckets);
+        assert!(tree.is_empty());
+    }
+}
