@@ -129,12 +129,7 @@ impl Edge {
         )?;
         let upstream = upstream::UpstreamClients::new(&config.proxy)?;
         let metrics = Arc::new(Metrics::default());
-        let (shipper, shipper_task) = LogShipper::spawn(
-            sink,
-            config.log_queue.capacity,
-            config.log_queue.batch_size,
-            metrics.clone(),
-        );
+        let (shipper, shipper_task) = LogShipper::spawn(sink, &config.log_queue, metrics.clone());
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let cache = Arc::new(cache::EdgeCache::new(
             usize::try_from(config.cache.edge_bytes).unwrap_or(usize::MAX),

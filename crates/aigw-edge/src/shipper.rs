@@ -25,6 +25,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use aigw_config::LogQueueConfig;
+
 use crate::capture::CapturedBody;
 use crate::metrics::{DropReason, Metrics};
 
@@ -139,6 +141,7 @@ pub struct LogShipper {
 struct Queue {
     sink: Arc<dyn LogSink>,
     batch_size: usize,
+    linger: Duration,
     capacity: usize,
     /// Records accepted and not yet written or dropped, across every lane.
     buffered: Arc<AtomicUsize>,
@@ -191,19 +194,20 @@ const RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 impl LogShipper {
-    /// Start shipping to `sink`: at most `capacity` records buffered across every lane,
-    /// written `batch_size` at a time.
+    /// Start shipping to `sink`: at most `config.capacity` records buffered across every
+    /// lane, written `config.batch_size` at a time, each lane lingering up to
+    /// `config.linger_ms` for a batch to fill.
     pub fn spawn(
         sink: Arc<dyn LogSink>,
-        capacity: usize,
-        batch_size: usize,
+        config: &LogQueueConfig,
         metrics: Arc<Metrics>,
     ) -> (LogShipper, ShipperTask) {
         let workers = Arc::new(Mutex::new(Vec::new()));
         let queue = Queue {
             sink,
-            batch_size,
-            capacity,
+            batch_size: config.batch_size.max(1),
+            linger: Duration::from_millis(config.linger_ms),
+            capacity: config.capacity,
             buffered: Arc::new(AtomicUsize::new(0)),
             lanes: RwLock::default(),
             workers: workers.clone(),
@@ -288,6 +292,7 @@ impl Queue {
             lane,
             sink: self.sink.clone(),
             batch_size: self.batch_size,
+            linger: self.linger,
             buffered: self.buffered.clone(),
             closing: self.closing.clone(),
             metrics: self.metrics.clone(),
@@ -306,6 +311,8 @@ struct Lane {
     lane: u64,
     sink: Arc<dyn LogSink>,
     batch_size: usize,
+    /// How long a batch may wait to fill.
+    linger: Duration,
     buffered: Arc<AtomicUsize>,
     closing: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -315,6 +322,7 @@ impl Lane {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<PendingLog>) {
         let mut pending = Vec::with_capacity(self.batch_size);
         while rx.recv_many(&mut pending, self.batch_size).await > 0 {
+            self.fill(&mut rx, &mut pending).await;
             let batch: Vec<LogEntry> = pending.drain(..).map(PendingLog::finish).collect();
             let n = batch.len();
             if self.write_with_retry(&batch).await {
@@ -323,6 +331,23 @@ impl Lane {
                 self.metrics.logs_dropped(DropReason::SinkError, n);
             }
             self.buffered.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Wait up to the linger time for `pending` to fill to a whole batch. Ends early when the
+    /// queue closes: records queued at shutdown are written at once.
+    async fn fill(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<PendingLog>,
+        pending: &mut Vec<PendingLog>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.linger;
+        while pending.len() < self.batch_size && !self.closing.load(Ordering::Relaxed) {
+            let room = self.batch_size - pending.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(pending, room)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
         }
     }
 
