@@ -121,6 +121,36 @@ async fn a_full_queue_drops_and_counts_records_but_responses_still_succeed() {
 }
 
 #[tokio::test]
+async fn records_arriving_while_a_batch_lingers_are_written_with_it() {
+    let h = Harness::start_with(|c| c.log_queue.linger_ms = 2_000).await;
+    for _ in 0..5 {
+        send_chat(&h).await.bytes().await.unwrap();
+    }
+    assert_eq!(h.logs(5).await.len(), 5);
+    let text = h.metrics().await;
+    assert!(text.contains("aigw_logs_written_total 5"), "{text}");
+    assert!(text.contains("aigw_log_batches_total 1"), "{text}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_out_the_linger() {
+    let memory = Arc::new(MemorySink::default());
+    let mut h = Harness::start_with_sink(
+        |c| c.log_queue.linger_ms = 600_000,
+        memory.clone(),
+        memory.clone(),
+    )
+    .await;
+    send_chat(&h).await.bytes().await.unwrap();
+    // The record is lingering (ten minutes); stopping writes it at once.
+    tokio::time::timeout(std::time::Duration::from_secs(30), h.stop())
+        .await
+        .expect("shutdown flushes a lingering batch without waiting for it to fill");
+    assert_eq!(memory.len(), 1);
+}
+
+#[tokio::test]
 async fn failed_writes_are_retried() {
     let memory = Arc::new(MemorySink::default());
     let sink = Arc::new(FlakySink {

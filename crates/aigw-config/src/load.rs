@@ -8,6 +8,8 @@ use crate::model::{Config, MAX_REQUEST_HEAD_BYTES, MIN_REQUEST_HEAD_BYTES, Role}
 
 /// Prefix of environment variables that override configuration keys.
 const ENV_PREFIX: &str = "AIGW_";
+/// Longest `log_queue.linger_ms` accepted.
+const MAX_LOG_LINGER_MS: u64 = 60_000;
 
 /// One key set from outside the file: an environment variable or a command-line flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +318,11 @@ fn validate(config: &Config, overrides: &Overrides) -> Vec<KeyError> {
         "must be greater than 0".to_owned(),
     );
     check(
+        config.log_queue.linger_ms <= MAX_LOG_LINGER_MS,
+        "log_queue.linger_ms",
+        format!("must be at most {MAX_LOG_LINGER_MS} (records wait in memory meanwhile)"),
+    );
+    check(
         config.node_id > 0,
         "node_id",
         "must be greater than 0".to_owned(),
@@ -561,6 +568,13 @@ mod tests {
                 );
             }
         }
+
+        let msg = invalid(load(None, &env(&[("AIGW_LOG_QUEUE__LINGER_MS", "60001")])));
+        assert!(
+            msg.contains("`log_queue.linger_ms`") && msg.contains("at most 60000"),
+            "{msg}"
+        );
+        assert!(load(None, &env(&[("AIGW_LOG_QUEUE__LINGER_MS", "0")])).is_ok());
 
         let msg = invalid(load(None, &env(&[("AIGW_BLOB__KIND", "s3")])));
         assert!(msg.contains("`blob.bucket`"), "{msg}");

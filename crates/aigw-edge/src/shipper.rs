@@ -22,7 +22,7 @@ use aigw_providers::{
 };
 use aigw_types::LogRecord;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use aigw_config::LogQueueConfig;
@@ -149,15 +149,18 @@ struct Queue {
     lanes: RwLock<HashMap<u64, mpsc::UnboundedSender<PendingLog>>>,
     workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
     /// Set when the queue closes: from then on a failing batch is retried only for
-    /// [`SHUTDOWN_RETRY_BUDGET`].
+    /// [`SHUTDOWN_RETRY_BUDGET`], and no batch lingers.
     closing: Arc<AtomicBool>,
+    /// Wakes the lanes lingering when the queue closes.
+    closed: Arc<Notify>,
     metrics: Arc<Metrics>,
     last_warning_secs: AtomicU64,
 }
 
 impl Drop for Queue {
     fn drop(&mut self) {
-        self.closing.store(true, Ordering::Relaxed);
+        self.closing.store(true, Ordering::SeqCst);
+        self.closed.notify_waiters();
     }
 }
 
@@ -212,6 +215,7 @@ impl LogShipper {
             lanes: RwLock::default(),
             workers: workers.clone(),
             closing: Arc::new(AtomicBool::new(false)),
+            closed: Arc::new(Notify::new()),
             metrics,
             last_warning_secs: AtomicU64::new(0),
         };
@@ -295,6 +299,7 @@ impl Queue {
             linger: self.linger,
             buffered: self.buffered.clone(),
             closing: self.closing.clone(),
+            closed: self.closed.clone(),
             metrics: self.metrics.clone(),
         };
         let handle = tokio::spawn(worker.run(rx));
@@ -315,6 +320,7 @@ struct Lane {
     linger: Duration,
     buffered: Arc<AtomicUsize>,
     closing: Arc<AtomicBool>,
+    closed: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
 
@@ -334,19 +340,34 @@ impl Lane {
         }
     }
 
-    /// Wait up to the linger time for `pending` to fill to a whole batch. Ends early when the
-    /// queue closes: records queued at shutdown are written at once.
+    /// Once a batch has begun but is not full, wait the linger time, then take what has been
+    /// queued meanwhile. The wait is one timer, not a wake-up per record: a lane woken by every
+    /// record it is sent costs more than the wait saves. Under a load that fills batches the
+    /// queue already holds a full one and nothing waits; once the queue closes nothing waits
+    /// either.
     async fn fill(
         &self,
         rx: &mut mpsc::UnboundedReceiver<PendingLog>,
         pending: &mut Vec<PendingLog>,
     ) {
-        let deadline = tokio::time::Instant::now() + self.linger;
-        while pending.len() < self.batch_size && !self.closing.load(Ordering::Relaxed) {
-            let room = self.batch_size - pending.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(pending, room)).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+        if pending.len() >= self.batch_size || self.linger.is_zero() {
+            return;
+        }
+        // Registered before the flag is read, so a close between the two still wakes us.
+        let closed = self.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(self.linger) => {}
+            () = closed => {}
+        }
+        while pending.len() < self.batch_size {
+            match rx.try_recv() {
+                Ok(record) => pending.push(record),
+                Err(_) => return,
             }
         }
     }
