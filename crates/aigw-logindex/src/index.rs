@@ -434,13 +434,13 @@ impl LogIndex {
                 }
                 from = key.to_vec();
                 from.push(0);
+                if key.len() != LEGACY_ROW_KEY_LEN {
+                    continue;
+                }
                 let (Some(gw), [(id, value)]) = (gateway_of(&key), &stored_rows(&key, value)?[..])
                 else {
                     continue;
                 };
-                if key.len() != LEGACY_ROW_KEY_LEN {
-                    continue;
-                }
                 let mut row = decode_row(*id, value, "", "")?;
                 changes.batch.remove(key.clone());
                 for (field, value) in index_entries(&row) {
