@@ -14,7 +14,7 @@
 //! Phases (the targets: all-in-one, 2 KiB bodies in the local blob store):
 //!
 //! 1. **Ingestion** — `STORE_BENCH_INGEST` logs (100,000) with ~2 KiB request and response
-//!    bodies of realistic JSON, in batches of `STORE_BENCH_BATCH` (512, the edge's default) from
+//!    bodies of realistic JSON, in batches of `STORE_BENCH_BATCH` (1024, the edge's default) from
 //!    `STORE_BENCH_CONCURRENCY` (4) concurrent callers of `Shard::ingest`. Batches are built
 //!    before the clock starts, as the edge's shipper hands them over → logs/s (target
 //!    ≥ 20,000), MiB/s of bodies, batch latency p50/p99.
@@ -274,7 +274,7 @@ impl Settings {
             ingest,
             rows: rows.max(ingest),
             concurrency: env_or("STORE_BENCH_CONCURRENCY", 4)?,
-            batch: env_or("STORE_BENCH_BATCH", 512)?,
+            batch: env_or("STORE_BENCH_BATCH", 1024)?,
             lists: env_or("STORE_BENCH_LISTS", 2000)?,
             scan_lists: env_or("STORE_BENCH_SCAN_LISTS", 5)?,
             gets: env_or("STORE_BENCH_GETS", 10_000)?,

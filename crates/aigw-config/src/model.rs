@@ -267,8 +267,8 @@ impl Default for LogQueueConfig {
     fn default() -> Self {
         Self {
             capacity: 16_384,
-            batch_size: 512,
-            linger_ms: 20,
+            batch_size: 1024,
+            linger_ms: 50,
         }
     }
 }
