@@ -175,28 +175,37 @@ pub fn range(
         .filter(move |entry| entry.as_ref().map_or(true, |e| (lo..=hi).contains(&e.id)))
 }
 
-/// The stored chunks of a bucket, in order.
-fn load(tree: &Tree, bucket: &[u8]) -> Result<Vec<(IVec, IVec)>, IndexError> {
+/// The stored chunks of a bucket, in order, read as they are needed.
+fn chunks(tree: &Tree, bucket: &[u8]) -> impl Iterator<Item = Result<(IVec, IVec), IndexError>> {
     let prefix_len = bucket.len() - MS_LEN;
     tree.scan_prefix(bucket)
-        .filter(|item| {
+        .filter(move |item| {
             item.as_ref()
                 .map_or(true, |(key, _)| is_chunk_key(prefix_len, key))
         })
         .map(|item| item.map_err(IndexError::from))
-        .collect()
+}
+
+/// The stored chunks of a bucket, in order.
+fn load(tree: &Tree, bucket: &[u8]) -> Result<Vec<(IVec, IVec)>, IndexError> {
+    chunks(tree, bucket).collect()
 }
 
 /// The entry `id` under `prefix`, if stored.
 pub fn get(tree: &Tree, prefix: &[u8], id: Ulid) -> Result<Option<Entry>, IndexError> {
-    find(&load(tree, &bucket_key(prefix, id))?, id)
+    find(chunks(tree, &bucket_key(prefix, id)), id)
 }
 
-/// The entry `id` among a bucket's stored chunks.
-fn find(chunks: &[(IVec, IVec)], id: Ulid) -> Result<Option<Entry>, IndexError> {
-    for (key, chunk) in chunks {
-        if let Some(entry) = chunk_entries(key, chunk.clone(), false)?.find(|e| e.id == id) {
-            return Ok(Some(entry));
+/// The entry `id` among a bucket's chunks. They are sorted across chunks, so the search stops
+/// at the first larger id without reading the chunks after it.
+fn find(
+    chunks: impl IntoIterator<Item = Result<(IVec, IVec), IndexError>>,
+    id: Ulid,
+) -> Result<Option<Entry>, IndexError> {
+    for chunk in chunks {
+        let (key, chunk) = chunk?;
+        if let Some(entry) = chunk_entries(&key, chunk, false)?.find(|e| e.id >= id) {
+            return Ok((entry.id == id).then_some(entry));
         }
     }
     Ok(None)
@@ -241,7 +250,7 @@ impl Buckets {
                 e.insert(chunks)
             }
         };
-        find(chunks, id)
+        find(chunks.iter().cloned().map(Ok), id)
     }
 
     /// Add to `batch` the chunk writes and removals that carry out these changes.
@@ -332,7 +341,7 @@ impl Reader {
             self.chunks = load(&self.tree, &bucket)?;
             self.bucket = bucket;
         }
-        find(&self.chunks, id)
+        find(self.chunks.iter().cloned().map(Ok), id)
     }
 }
 
