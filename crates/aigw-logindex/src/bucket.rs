@@ -107,6 +107,16 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry that is a whole stored value (a row written before buckets, a key of its own).
+    pub fn whole(id: Ulid, value: IVec) -> Self {
+        let payload = 0..value.len();
+        Self {
+            id,
+            chunk: value,
+            payload,
+        }
+    }
+
     /// The entry's payload (a row; empty for a posting).
     pub fn payload(&self) -> &[u8] {
         &self.chunk[self.payload.clone()]
@@ -156,16 +166,9 @@ pub fn range(
     } else {
         Box::new(keys)
     };
-    let prefix_len = prefix.len();
-    chunks
-        .filter(move |item| {
-            item.as_ref()
-                .map_or(true, |(key, _)| is_chunk_key(prefix_len, key))
-        })
+    only_chunks(chunks, prefix.len())
         .flat_map(move |item| {
-            let entries = item
-                .map_err(IndexError::from)
-                .and_then(|(key, chunk)| chunk_entries(&key, chunk, descending));
+            let entries = item.and_then(|(key, chunk)| chunk_entries(&key, chunk, descending));
             let (ok, err) = match entries {
                 Ok(entries) => (Some(entries), None),
                 Err(e) => (None, Some(Err(e))),
@@ -175,15 +178,23 @@ pub fn range(
         .filter(move |entry| entry.as_ref().map_or(true, |e| (lo..=hi).contains(&e.id)))
 }
 
-/// The stored chunks of a bucket, in order, read as they are needed.
-fn chunks(tree: &Tree, bucket: &[u8]) -> impl Iterator<Item = Result<(IVec, IVec), IndexError>> {
-    let prefix_len = bucket.len() - MS_LEN;
-    tree.scan_prefix(bucket)
+/// The chunks among stored `(key, value)` pairs under a prefix of `prefix_len` bytes (older
+/// one-key-per-id entries may share the prefix).
+fn only_chunks(
+    items: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
+    prefix_len: usize,
+) -> impl Iterator<Item = Result<(IVec, IVec), IndexError>> {
+    items
         .filter(move |item| {
             item.as_ref()
                 .map_or(true, |(key, _)| is_chunk_key(prefix_len, key))
         })
         .map(|item| item.map_err(IndexError::from))
+}
+
+/// The stored chunks of a bucket, in order, read as they are needed.
+fn chunks(tree: &Tree, bucket: &[u8]) -> impl Iterator<Item = Result<(IVec, IVec), IndexError>> {
+    only_chunks(tree.scan_prefix(bucket), bucket.len() - MS_LEN)
 }
 
 /// The stored chunks of a bucket, in order.

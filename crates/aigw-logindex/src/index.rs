@@ -437,18 +437,17 @@ impl LogIndex {
                 if key.len() != LEGACY_ROW_KEY_LEN {
                     continue;
                 }
-                let (Some(gw), [(id, value)]) = (gateway_of(&key), &stored_rows(&key, value)?[..])
-                else {
+                let (Some(gw), [entry]) = (gateway_of(&key), &stored_rows(&key, value)?[..]) else {
                     continue;
                 };
-                let mut row = decode_row(*id, value, "", "")?;
+                let mut row = decode_row(entry.id, entry.payload(), "", "")?;
                 changes.batch.remove(key.clone());
                 for (field, value) in index_entries(&row) {
                     let mut posting = index_prefix(&gw, field, &value);
-                    posting.extend_from_slice(&id.to_bytes());
+                    posting.extend_from_slice(&entry.id.to_bytes());
                     changes.batch.remove(posting);
                 }
-                changes.put_row(&gw, *id, &mut row);
+                changes.put_row(&gw, entry.id, &mut row);
                 moved += 1;
             }
             if moved == 0 {
@@ -626,11 +625,8 @@ impl LogIndex {
             deleted_at: self.tombstone(gw)?,
             room: quota.max_rows.saturating_sub(live),
             evicts,
-            stored: evicts.then(|| {
-                let oldest_first =
-                    bucket::range(&self.tree, &row_prefix(gw), MIN_ID, MAX_ID, false);
-                Box::new(oldest_first) as Box<dyn Iterator<Item = _>>
-            }),
+            stored: evicts
+                .then(|| Box::new(self.rows_oldest_first(gw)) as Box<dyn Iterator<Item = _>>),
             next_stored: None,
             evicted_stored: Vec::new(),
             added: BTreeMap::new(),
@@ -1092,10 +1088,10 @@ impl LogIndex {
                 continue;
             }
             let gw = gateway_of(&key).ok_or_else(|| corrupt("row key too short"))?;
-            for (id, value) in stored_rows(&key, value.into())? {
+            for entry in stored_rows(&key, value.into())? {
                 // Indexes and counters need no names; the rows are stored without them anyway.
-                let mut row = decode_row(id, &value, "", "")?;
-                changes.add_row(&gw, id, &mut row);
+                let mut row = decode_row(entry.id, entry.payload(), "", "")?;
+                changes.add_row(&gw, entry.id, &mut row);
                 pending += 1;
             }
             if pending >= DELETE_CHUNK {
@@ -1147,14 +1143,14 @@ impl LogIndex {
 
 /// The rows stored under one row key, with their ids: a chunk of a bucket, or — as written
 /// before rows were grouped into buckets (`R | gw | id(16)`) — one row.
-fn stored_rows(key: &[u8], value: IVec) -> Result<Vec<(Ulid, IVec)>, IndexError> {
+fn stored_rows(key: &[u8], value: IVec) -> Result<Vec<Entry>, IndexError> {
     if key.len() == LEGACY_ROW_KEY_LEN {
         let id = key[1 + GW_LEN..].try_into().map(Ulid::from_bytes);
-        return Ok(id.map(|id| vec![(id, value)]).unwrap_or_default());
+        return Ok(id
+            .map(|id| vec![Entry::whole(id, value)])
+            .unwrap_or_default());
     }
-    Ok(bucket::chunk_entries(key, value, false)?
-        .map(|entry| (entry.id, entry.payload().into()))
-        .collect())
+    Ok(bucket::chunk_entries(key, value, false)?.collect())
 }
 
 #[cfg(test)]
