@@ -31,9 +31,9 @@
 //! 5. **Footprint** — `LogIndex::footprint()` (logical bytes of keys + values: rows, secondary
 //!    indexes, counters; bodies excluded) per log, measured after phase 1 (every row carries its
 //!    body location) and at the full size (most rows without body keys) — target ≤ 400 B/log.
-//!    For information: the sled directory on disk per row (it also holds the Raft log, which
-//!    keeps every entry since no snapshot is due yet, and sled's own overhead) and the blob
-//!    directory per ingested log.
+//!    For information: the sled directory on disk per row (with sled's own overhead), the Raft
+//!    log's segment files per row (every entry: no snapshot is due yet) and the blob directory
+//!    per ingested log.
 //! 6. **Diagnostics** (`STORE_BENCH_DIAG`, on by default; information only) — the blob store's
 //!    put rate alone, and `LogIndex::apply` alone (no Raft) on a fresh sled database, to show
 //!    where ingestion time goes.
@@ -618,19 +618,24 @@ struct Store {
     index: LogIndex,
     blobs_dir: PathBuf,
     index_dir: PathBuf,
+    raft_log_dir: PathBuf,
 }
 
 impl Store {
     async fn open(data_dir: &Path) -> Result<Self> {
         let index_dir = data_dir.join("index");
         let blobs_dir = data_dir.join("blobs");
+        let raft_log_dir = data_dir.join("raft-log");
         let db = sled::open(&index_dir)
             .with_context(|| format!("cannot open the index in {}", index_dir.display()))?;
         let blobs: Arc<dyn BlobStore> = Arc::new(
             FsBlobStore::open(blobs_dir.clone()).context("cannot open the blob directory")?,
         );
-        let node = RaftNode::new(db.clone(), NodeConfig::new(1, unused_loopback_addr()?))
-            .context("cannot create the raft node")?;
+        let node = RaftNode::new(
+            db.clone(),
+            NodeConfig::new(1, unused_loopback_addr()?, raft_log_dir.clone()),
+        )
+        .context("cannot create the raft node")?;
         let index = LogIndex::open(db.open_tree("shard/1/index")?)?;
         let group = start_single_member(&node, Arc::new(ShardApp::new(index.clone()))).await?;
         let shard = Arc::new(ShardService::new(index.clone(), group, blobs));
@@ -641,6 +646,7 @@ impl Store {
             index,
             blobs_dir,
             index_dir,
+            raft_log_dir,
         })
     }
 
@@ -1126,6 +1132,7 @@ struct Report {
     list_scan: Option<ListRun>,
     gets: GetRun,
     index_disk: (u64, u64, u64),
+    raft_log_disk: (u64, u64, u64),
     blobs_disk: (u64, u64, u64),
     trees: Vec<(String, u64, u64)>,
     diag_puts_per_sec: Option<f64>,
@@ -1332,6 +1339,7 @@ async fn bench(settings: &Settings) -> Result<Report> {
         .context("index flush failed")?;
     let trees = tree_bytes(&store.db)?;
     let index_disk = dir_usage(&store.index_dir)?;
+    let raft_log_disk = dir_usage(&store.raft_log_dir)?;
     let blobs_disk = dir_usage(&store.blobs_dir)?;
     let peak_rss_kib = procfs::memory(Pid::This).map_or(0, |m| m.hwm_kib);
     note!(
@@ -1397,6 +1405,7 @@ async fn bench(settings: &Settings) -> Result<Report> {
         list_scan,
         gets,
         index_disk,
+        raft_log_disk,
         blobs_disk,
         trees,
         diag_puts_per_sec,
@@ -1641,7 +1650,17 @@ impl Report {
         ));
         let (files, apparent, allocated) = self.index_disk;
         figures.push(Figure::info(
-            "sled dir on disk per row (+ Raft log, sled overhead)",
+            "sled dir on disk per row (incl. sled overhead)",
+            format!(
+                "{:.0} B ({}, {files} files, {} alloc.)",
+                per_log(apparent, f.rows),
+                mib(apparent),
+                mib(allocated)
+            ),
+        ));
+        let (files, apparent, allocated) = self.raft_log_disk;
+        figures.push(Figure::info(
+            "Raft log files per row (all entries: no snapshot due yet)",
             format!(
                 "{:.0} B ({}, {files} files, {} alloc.)",
                 per_log(apparent, f.rows),

@@ -77,7 +77,7 @@ async fn start_nodes(blobs: Arc<dyn BlobStore>) -> (BTreeMap<NodeId, ShardNode>,
             db.clone(),
             NodeConfig {
                 raft: raft_config(),
-                ..NodeConfig::new(id, addr)
+                ..NodeConfig::new(id, addr, dir.path().join("raft-log"))
             },
         )
         .expect("raft node");

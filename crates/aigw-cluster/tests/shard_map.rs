@@ -61,7 +61,7 @@ async fn start_managers() -> BTreeMap<NodeId, (String, ManagerNode)> {
                     election_timeout_max: 600,
                     ..aigw_raft::default_raft_config()
                 },
-                ..NodeConfig::new(id, addr.clone())
+                ..NodeConfig::new(id, addr.clone(), dir.path().join("raft-log"))
             },
         )
         .expect("raft node");

@@ -1,6 +1,5 @@
 //! The one binary encoding of this crate: postcard for Raft entries, bookkeeping records and
-//! network payloads, big-endian `u64` keys for log indexes (so sled's byte order is index
-//! order).
+//! network payloads.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,11 +15,6 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecE
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(postcard::from_bytes(bytes)?)
-}
-
-/// The key of log index `index`.
-pub(crate) fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
 }
 
 #[cfg(test)]
@@ -68,11 +62,5 @@ mod tests {
         // A length prefix plus the raw bytes: no per-byte framing.
         let bytes = encode(&Command(vec![7; 300])).expect("encode");
         assert_eq!(bytes.len(), 2 + 300);
-    }
-
-    #[test]
-    fn index_keys_sort_like_indexes() {
-        assert!(index_key(255) < index_key(256));
-        assert!(index_key(u64::MAX - 1) < index_key(u64::MAX));
     }
 }

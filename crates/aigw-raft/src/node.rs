@@ -2,6 +2,7 @@
 //! what the shard and the account manager hold to write and read through their group.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use aigw_proto::raft::raft_service_server::RaftServiceServer;
@@ -50,14 +51,19 @@ pub struct NodeConfig {
     pub raft: openraft::Config,
     /// gRPC transport settings (client and server).
     pub grpc: GrpcConfig,
+    /// The directory of the groups' Raft log entries (a directory per group); the rest of
+    /// their storage is in the node's sled database.
+    pub log_dir: PathBuf,
 }
 
 impl NodeConfig {
-    /// Node `node_id` reachable at `addr`, with the default Raft and gRPC settings.
-    pub fn new(node_id: NodeId, addr: impl Into<String>) -> Self {
+    /// Node `node_id` reachable at `addr`, keeping its Raft logs in `log_dir`, with the
+    /// default Raft and gRPC settings.
+    pub fn new(node_id: NodeId, addr: impl Into<String>, log_dir: impl Into<PathBuf>) -> Self {
         Self {
             node_id,
             addr: addr.into(),
+            log_dir: log_dir.into(),
             raft: default_raft_config(),
             grpc: GrpcConfig::default(),
         }
@@ -203,7 +209,7 @@ impl<T: Transport> RaftNode<T> {
             message: e.to_string(),
         };
 
-        let (log, sm) = open_group_storage(&self.db, group, app)?;
+        let (log, sm) = open_group_storage(&self.db, &self.config.log_dir, group, app)?;
         // Every founder holds the initial membership before the group can receive a vote
         // request: had only the initializer written it, a founder that granted the
         // initializer's first vote could neither initialize nor be elected if the initializer

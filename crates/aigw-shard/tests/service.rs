@@ -29,7 +29,11 @@ struct Shard1 {
 async fn shard(blobs: Arc<dyn BlobStore>) -> Shard1 {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let node = RaftNode::new(db.clone(), NodeConfig::new(1, "127.0.0.1:1")).unwrap();
+    let node = RaftNode::new(
+        db.clone(),
+        NodeConfig::new(1, "127.0.0.1:1", dir.path().join("raft-log")),
+    )
+    .unwrap();
     let index = LogIndex::open(db.open_tree("shard").unwrap()).unwrap();
     let members = BTreeMap::from([(1, node.basic_node())]);
     let group = node

@@ -121,7 +121,11 @@ impl ShardNode {
         let node = Arc::new(
             RaftNode::new(
                 db.clone(),
-                NodeConfig::new(config.node_id, advertised.clone()),
+                NodeConfig::new(
+                    config.node_id,
+                    advertised.clone(),
+                    config.data_dir.join("raft-log"),
+                ),
             )
             .context("cannot create the raft node")?,
         );

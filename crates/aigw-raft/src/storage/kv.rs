@@ -4,8 +4,6 @@
 //! an ordered map of bytes with typed (postcard) helpers, atomic [`Batch`]es, and an
 //! asynchronous [`Tree::flush`] that makes every write before it durable.
 
-use std::ops::{Bound, RangeBounds};
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -59,6 +57,38 @@ impl Tree {
         })
     }
 
+    /// The tree `name` of `db` if it exists (never creating it).
+    pub(crate) fn existing(db: &sled::Db, name: &str) -> Result<Option<Self>, KvError> {
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes())
+        {
+            return Self::open(db, name).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Drops this tree from `db`, with everything in it.
+    pub(crate) fn drop_from(self, db: &sled::Db) -> Result<(), KvError> {
+        db.drop_tree(self.tree.name())?;
+        Ok(())
+    }
+
+    /// Every `(index, bytes as stored)` of a tree keyed by big-endian `u64`s, in order.
+    pub(crate) fn raw_u64_entries(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>), KvError>> {
+        self.tree.iter().map(|item| {
+            let (key, value) = item?;
+            let key: [u8; 8] = key.as_ref().try_into().map_err(|_| {
+                KvError::Sled(sled::Error::Unsupported(format!(
+                    "a log key of {} bytes",
+                    key.len()
+                )))
+            })?;
+            Ok((u64::from_be_bytes(key), value.to_vec()))
+        })
+    }
+
     /// The decoded value under `key`.
     pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, KvError> {
         match self.tree.get(key)? {
@@ -84,46 +114,17 @@ impl Tree {
         Ok(())
     }
 
-    /// The decoded values whose keys are the big-endian `u64`s in `range`, in order.
-    pub(crate) fn values_in<T: DeserializeOwned>(
-        &self,
-        range: impl RangeBounds<u64>,
-    ) -> Result<Vec<T>, KvError> {
-        let mut out = Vec::new();
-        for item in self.tree.range(key_range(range)) {
-            let (_, value) = item?;
-            out.push(codec::decode(&value)?);
-        }
-        Ok(out)
-    }
-
-    /// The decoded value with the greatest key.
-    pub(crate) fn last_value<T: DeserializeOwned>(&self) -> Result<Option<T>, KvError> {
-        match self.tree.last()? {
-            Some((_, value)) => Ok(Some(codec::decode(&value)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Remove every key that is a big-endian `u64` in `range`, atomically.
-    pub(crate) fn remove_in(&self, range: impl RangeBounds<u64>) -> Result<usize, KvError> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for key in self.tree.range(key_range(range)).keys() {
-            batch.remove(key?);
-            removed += 1;
-        }
-        if removed > 0 {
-            self.tree.apply_batch(batch)?;
-        }
-        Ok(removed)
-    }
-
     /// Make every write to the database so far durable (fsync). sled flushes the whole
     /// database, so this covers every tree, and the writes of other groups too.
     pub(crate) async fn flush(&self) -> Result<(), KvError> {
         Ok(flush_db(&self.db).await?)
     }
+}
+
+/// Make every write to `db` so far durable (fsync), from a blocking context.
+pub(crate) fn flush_db_blocking(db: &sled::Db) -> Result<(), KvError> {
+    db.flush()?;
+    Ok(())
 }
 
 /// Make every write to `db` so far durable (fsync), from an async context.
@@ -144,15 +145,6 @@ pub async fn flush_db(db: &sled::Db) -> Result<(), sled::Error> {
     }
 }
 
-fn key_range(range: impl RangeBounds<u64>) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
-    let map = |b: Bound<&u64>| match b {
-        Bound::Included(i) => Bound::Included(codec::index_key(*i)),
-        Bound::Excluded(i) => Bound::Excluded(codec::index_key(*i)),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    (map(range.start_bound()), map(range.end_bound()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,24 +157,30 @@ mod tests {
     }
 
     #[test]
-    fn index_ranges_select_by_numeric_order() {
-        let tree = Tree::open(&temp_db(), "t").expect("tree");
+    fn u64_keys_read_back_in_numeric_order_and_trees_drop() {
+        let db = temp_db();
+        let tree = Tree::open(&db, "t").expect("tree");
         let mut batch = Batch::default();
-        for i in [1u64, 2, 255, 256, 1 << 40] {
-            batch.put(&codec::index_key(i), &i).expect("put");
+        for i in [256u64, 1, 1 << 40, 255] {
+            batch.put_raw(&i.to_be_bytes(), vec![i as u8]);
         }
         tree.write(batch).expect("write");
-
+        let read: Vec<(u64, Vec<u8>)> = tree
+            .raw_u64_entries()
+            .collect::<Result<_, _>>()
+            .expect("read");
         assert_eq!(
-            tree.values_in::<u64>(2..=256).expect("range"),
-            vec![2, 255, 256]
+            read,
+            vec![
+                (1, vec![1]),
+                (255, vec![255]),
+                (256, vec![0]),
+                (1 << 40, vec![0])
+            ]
         );
-        assert_eq!(
-            tree.values_in::<u64>(256..).expect("range"),
-            vec![256, 1 << 40]
-        );
-        assert_eq!(tree.last_value::<u64>().expect("last"), Some(1 << 40));
-        assert_eq!(tree.remove_in(..=255).expect("remove"), 3);
-        assert_eq!(tree.values_in::<u64>(..).expect("all"), vec![256, 1 << 40]);
+        assert!(Tree::existing(&db, "t").expect("look up").is_some());
+        tree.drop_from(&db).expect("drop");
+        assert!(Tree::existing(&db, "t").expect("look up").is_none());
+        assert!(Tree::existing(&db, "never").expect("look up").is_none());
     }
 }

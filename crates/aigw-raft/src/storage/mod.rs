@@ -1,15 +1,16 @@
-//! Raft storage on sled: each group's log ([`SledLogStore`]) and state-machine bookkeeping
-//! ([`SledStateMachine`]) live in their own trees of the process-wide database, named by
-//! [`group_tree_name`]:
+//! Raft storage: each group's log entries are records in segment files of their own
+//! directory, `{log_dir}/g{group}/` ([`segments`]); its vote and bookkeeping
+//! ([`SegmentLogStore`], [`SledStateMachine`]) live in trees of the process-wide sled database,
+//! named by [`group_tree_name`]:
 //!
 //! | tree                | keys                              | values                         |
 //! |---------------------|-----------------------------------|--------------------------------|
-//! | `g{group}/raft-log` | log index, `u64` big-endian       | postcard `Entry<TypeConfig>`   |
 //! | `g{group}/raft-meta`| `vote`, `committed`, `last_purged`| postcard `Vote` / `LogId`      |
 //! | `g{group}/sm-meta`  | `applied`, `snapshot-meta`, `snapshot-data` | postcard records, raw snapshot bytes |
 //!
 //! The app's own trees are the app's business (by convention also prefixed `g{group}/`).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::{AnyError, StorageError, StorageIOError};
@@ -19,9 +20,10 @@ use crate::types::{App, GroupId, NodeId};
 
 pub(crate) mod kv;
 pub(crate) mod log_store;
+pub(crate) mod segments;
 pub(crate) mod state_machine;
 
-use log_store::SledLogStore;
+use log_store::SegmentLogStore;
 use state_machine::SledStateMachine;
 
 /// The name of the tree `suffix` of group `group`: `g{group}/{suffix}`.
@@ -29,14 +31,21 @@ pub fn group_tree_name(group: GroupId, suffix: &str) -> String {
     format!("g{group}/{suffix}")
 }
 
-/// Open (creating if needed) the Raft log store and state machine of `group` on `db`.
+/// The directory of `group`'s log entries under a node's `log_dir`.
+pub fn group_log_dir(log_dir: &Path, group: GroupId) -> PathBuf {
+    log_dir.join(format!("g{group}"))
+}
+
+/// Open (creating if needed) the Raft log store and state machine of `group`: its log entries
+/// under `log_dir` (see [`group_log_dir`]), the rest on `db`.
 pub fn open_group_storage<A: App>(
     db: &sled::Db,
+    log_dir: &Path,
     group: GroupId,
     app: Arc<A>,
-) -> Result<(SledLogStore, SledStateMachine<A>), NodeError> {
+) -> Result<(SegmentLogStore, SledStateMachine<A>), NodeError> {
     Ok((
-        SledLogStore::open(db, group)?,
+        SegmentLogStore::open(db, group, &group_log_dir(log_dir, group))?,
         SledStateMachine::open(db, group, app)?,
     ))
 }

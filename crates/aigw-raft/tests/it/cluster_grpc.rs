@@ -46,7 +46,7 @@ async fn three_nodes_over_grpc_replicate_and_fail_over() {
         let db = sled::open(dir.path()).expect("open sled");
         let config = NodeConfig {
             raft: test_raft_config(),
-            ..NodeConfig::new(id, addrs[&id].clone())
+            ..NodeConfig::new(id, addrs[&id].clone(), dir.path().join("raft-log"))
         };
         let node = Arc::new(RaftNode::new(db.clone(), config).expect("node"));
 

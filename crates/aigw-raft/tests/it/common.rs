@@ -327,7 +327,11 @@ impl RouterCluster {
         let db = open_db(self.dirs[&id].path()).await;
         let config = aigw_raft::NodeConfig {
             raft: self.config.clone(),
-            ..aigw_raft::NodeConfig::new(id, format!("node-{id}"))
+            ..aigw_raft::NodeConfig::new(
+                id,
+                format!("node-{id}"),
+                self.dirs[&id].path().join("raft-log"),
+            )
         };
         let node =
             aigw_raft::RaftNode::with_transport(db.clone(), config, self.router.transport(id))

@@ -15,7 +15,7 @@ async fn start(dir: &std::path::Path) -> (RaftNode, GroupHandle, std::sync::Arc<
     let db = open_db(dir).await;
     let config = NodeConfig {
         raft: test_raft_config(),
-        ..NodeConfig::new(1, "127.0.0.1:1")
+        ..NodeConfig::new(1, "127.0.0.1:1", dir.join("raft-log"))
     };
     let node = RaftNode::new(db.clone(), config).expect("node");
     let app = KvApp::open(&db, GROUP);
