@@ -334,10 +334,12 @@ impl SegmentLog {
         let Some(segment) = self.active_mut() else {
             return Ok(());
         };
-        segment
-            .file
-            .write_all_at(buf, segment.len)
-            .map_err(io(&segment.path))?;
+        if let Err(e) = segment.file.write_all_at(buf, segment.len) {
+            // Forget the records that did not make it, so the index matches the file.
+            let len = segment.len;
+            segment.offsets.retain(|offset| *offset < len);
+            return Err(io(&segment.path)(e));
+        }
         segment.len += buf.len() as u64;
         if !touched.contains(&segment.first) {
             touched.push(segment.first);
