@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -88,6 +88,22 @@ struct Segment {
 }
 
 impl Segment {
+    /// `file` (at `path`) made a segment holding no record yet: whatever it held is replaced
+    /// by the magic, synced.
+    fn empty(path: PathBuf, file: File, first: u64) -> Result<Self, SegmentError> {
+        file.set_len(0)
+            .and_then(|()| file.write_all_at(MAGIC, 0))
+            .and_then(|()| file.sync_all())
+            .map_err(io(&path))?;
+        Ok(Self {
+            path,
+            file,
+            first,
+            offsets: Vec::new(),
+            len: MAGIC.len() as u64,
+        })
+    }
+
     fn end(&self) -> u64 {
         self.first + self.offsets.len() as u64
     }
@@ -185,7 +201,9 @@ impl SegmentLog {
         let mut buf = Vec::new();
         for (index, payload) in records {
             let expected = self.end();
-            if expected != Some(index) {
+            let new_segment = if expected == Some(index) {
+                self.active().is_some_and(|s| s.len >= SEGMENT_BYTES)
+            } else {
                 let all_purged = match (expected, self.purged) {
                     (None, _) => true,
                     (Some(end), Some(purged)) => end <= purged + 1 && index > purged,
@@ -197,9 +215,9 @@ impl SegmentLog {
                         got: index,
                     });
                 }
-                self.write_out(&mut buf, &mut touched)?;
-                self.start_segment(index)?;
-            } else if self.active().is_some_and(|s| s.len >= SEGMENT_BYTES) {
+                true
+            };
+            if new_segment {
                 self.write_out(&mut buf, &mut touched)?;
                 self.start_segment(index)?;
             }
@@ -215,11 +233,8 @@ impl SegmentLog {
                 offset,
                 reason: format!("a record of {} bytes is too large", payload.len()),
             })?;
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&index.to_le_bytes());
-            crc.update(&payload);
             buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&crc.finalize().to_le_bytes());
+            buf.extend_from_slice(&record_crc(index, &payload).to_le_bytes());
             buf.extend_from_slice(&index.to_le_bytes());
             buf.extend_from_slice(&payload);
         }
@@ -356,26 +371,16 @@ impl SegmentLog {
             active.file.sync_data().map_err(io(&active.path))?;
         }
         let path = self.dir.join(segment_name(first));
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&path)
             .map_err(io(&path))?;
-        file.write_all(MAGIC).map_err(io(&path))?;
-        file.sync_all().map_err(io(&path))?;
+        let segment = Segment::empty(path, file, first)?;
         sync_dir(&self.dir)?;
-        self.segments.insert(
-            first,
-            Segment {
-                path,
-                file,
-                first,
-                offsets: Vec::new(),
-                len: MAGIC.len() as u64,
-            },
-        );
+        self.segments.insert(first, segment);
         self.delete_purged_segments()
     }
 
@@ -461,16 +466,7 @@ fn load_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, Segme
         if is_last && file_len < MAGIC.len() as u64 {
             // Created, and the crash came before its first bytes were synced.
             drop(reader);
-            file.set_len(0).map_err(io(path))?;
-            file.write_all_at(MAGIC, 0).map_err(io(path))?;
-            file.sync_all().map_err(io(path))?;
-            return Ok(Segment {
-                path: path.to_owned(),
-                file,
-                first,
-                offsets: Vec::new(),
-                len: MAGIC.len() as u64,
-            });
+            return Segment::empty(path.to_owned(), file, first);
         }
         return Err(corrupt(0, "not a segment file (bad magic)".into()));
     }
@@ -550,6 +546,13 @@ mod tests {
         log.read(0, u64::MAX).expect("read")
     }
 
+    /// Flips every bit of byte `at` of the file at `path`.
+    fn damage(path: &Path, at: usize) {
+        let mut bytes = std::fs::read(path).expect("read file");
+        bytes[at] ^= 0xff;
+        std::fs::write(path, &bytes).expect("write file");
+    }
+
     #[test]
     fn records_survive_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -623,9 +626,7 @@ mod tests {
         log.start_segment(5).expect("segment");
         append(&mut log, 5..6);
         drop(log);
-        let mut damaged = std::fs::read(&path).expect("read file");
-        damaged[MAGIC.len() + HEADER_LEN + 1] ^= 0xff;
-        std::fs::write(&path, &damaged).expect("write");
+        damage(&path, MAGIC.len() + HEADER_LEN + 1);
         let log = SegmentLog::open(dir.path(), None).expect("open");
         assert!(matches!(log.read(1, 2), Err(SegmentError::Corrupt { .. })));
         assert_eq!(
@@ -643,10 +644,8 @@ mod tests {
         append(&mut log, 1..5);
         drop(log);
         let path = dir.path().join(segment_name(1));
-        let mut damaged = std::fs::read(&path).expect("read file");
         let second = MAGIC.len() + HEADER_LEN + payload(1).len();
-        damaged[second + HEADER_LEN] ^= 0xff;
-        std::fs::write(&path, &damaged).expect("write");
+        damage(&path, second + HEADER_LEN);
         let mut log = SegmentLog::open(dir.path(), None).expect("open");
         assert_eq!(all(&log), vec![payload(1)]);
         append(&mut log, 2..3);
