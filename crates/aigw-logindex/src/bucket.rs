@@ -222,28 +222,44 @@ fn find(
     Ok(None)
 }
 
-/// What one write does to one bucket: per rand, the payload to store, or `None` to remove.
-type Edits = BTreeMap<Rand, Option<Vec<u8>>>;
+/// What one write does to the entries under one prefix: per id, the payload to store, or
+/// `None` to remove.
+type Edits = BTreeMap<Ulid, Option<Vec<u8>>>;
 
-/// Pending changes to buckets, with the stored chunks of each bucket read at most once.
+/// Edited buckets of one prefix this many milliseconds apart or closer have their stored
+/// chunks read with one range scan. An insert's ids fill every millisecond between them, and
+/// one scan costs far less than one per bucket; scattered ids (a delete by filter) still read
+/// only their own buckets.
+const SCAN_GAP_MS: u64 = 64;
+
+/// Pending changes to buckets.
 #[derive(Default)]
 pub struct Buckets {
+    /// Edits by prefix (a handful per command: rows and a few posting values per gateway).
     edits: BTreeMap<Vec<u8>, Edits>,
-    /// Chunks as stored before these changes, per bucket read so far.
+    /// Chunks as stored before these changes, per bucket read so far by [`Buckets::stored`].
     stored: BTreeMap<Vec<u8>, Vec<(IVec, IVec)>>,
 }
 
 impl Buckets {
     /// Store `payload` as entry `id` under `prefix` (replacing it if present).
     pub fn put(&mut self, prefix: &[u8], id: Ulid, payload: Vec<u8>) {
-        let edits = self.edits.entry(bucket_key(prefix, id)).or_default();
-        edits.insert(rand_of(id), Some(payload));
+        self.edit(prefix, id, Some(payload));
     }
 
     /// Remove entry `id` under `prefix` (if present).
     pub fn remove(&mut self, prefix: &[u8], id: Ulid) {
-        let edits = self.edits.entry(bucket_key(prefix, id)).or_default();
-        edits.insert(rand_of(id), None);
+        self.edit(prefix, id, None);
+    }
+
+    fn edit(&mut self, prefix: &[u8], id: Ulid, edit: Option<Vec<u8>>) {
+        // Looked up by slice: the prefix is mostly known already, and its key is copied once.
+        if let Some(edits) = self.edits.get_mut(prefix) {
+            edits.insert(id, edit);
+        } else {
+            self.edits
+                .insert(prefix.to_vec(), Edits::from([(id, edit)]));
+        }
     }
 
     /// The entry `id` under `prefix` as stored before these changes.
@@ -265,40 +281,29 @@ impl Buckets {
     }
 
     /// Add to `batch` the chunk writes and removals that carry out these changes.
-    pub fn write(mut self, tree: &Tree, batch: &mut sled::Batch) -> Result<(), IndexError> {
-        for (bucket, edits) in self.edits {
-            let stored = match self.stored.remove(&bucket) {
-                Some(chunks) => chunks,
-                None => load(tree, &bucket)?,
-            };
-            let mut entries: BTreeMap<Rand, &[u8]> = BTreeMap::new();
-            for (key, chunk) in &stored {
-                for (rand, payload) in parse(key, chunk)? {
-                    entries.insert(rand, &chunk[payload]);
+    pub fn write(self, tree: &Tree, batch: &mut sled::Batch) -> Result<(), IndexError> {
+        for (prefix, edits) in &self.edits {
+            let mut rest = edits.iter().peekable();
+            while let Some(first) = rest.next() {
+                let mut run = vec![first];
+                let mut last = *first.0;
+                while let Some(next) = rest.next_if(|(id, _)| {
+                    id.timestamp_ms() <= last.timestamp_ms().saturating_add(SCAN_GAP_MS)
+                }) {
+                    last = *next.0;
+                    run.push(next);
                 }
-            }
-            for (rand, edit) in &edits {
-                match edit {
-                    Some(payload) => entries.insert(*rand, payload),
-                    None => entries.remove(rand),
-                };
-            }
-            let chunks = rechunk(&entries);
-            for (n, chunk) in chunks.iter().enumerate() {
-                let unchanged = stored
-                    .get(n)
-                    .is_some_and(|(key, old)| *key == chunk_key(&bucket, n as u16) && old == chunk);
-                if !unchanged {
-                    batch.insert(chunk_key(&bucket, n as u16), chunk.as_slice());
-                }
-            }
-            for (key, _) in &stored {
-                let n = key
-                    .get(key.len() - CHUNK_NO_LEN..)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(usize::MAX, |b| usize::from(u16::from_be_bytes(b)));
-                if n >= chunks.len() {
-                    batch.remove(key.clone());
+                let scan = chunk_key(&bucket_key(prefix, *first.0), 0)
+                    ..=chunk_key(&bucket_key(prefix, last), u16::MAX);
+                let stored: Vec<(IVec, IVec)> =
+                    only_chunks(tree.range(scan), prefix.len()).collect::<Result<_, _>>()?;
+                for bucket_edits in run.chunk_by(|(a, _), (b, _)| same_ms(**a, **b)) {
+                    let bucket = bucket_key(prefix, *bucket_edits[0].0);
+                    let chunks: Vec<&(IVec, IVec)> = stored
+                        .iter()
+                        .filter(|(key, _)| key.starts_with(&bucket))
+                        .collect();
+                    write_bucket(&bucket, &chunks, bucket_edits, batch)?;
                 }
             }
         }
@@ -306,8 +311,64 @@ impl Buckets {
     }
 }
 
+fn same_ms(a: Ulid, b: Ulid) -> bool {
+    a.timestamp_ms() == b.timestamp_ms()
+}
+
+/// Adds to `batch` what rewrites `bucket` (stored as `stored`) with `edits` (of its ids, in
+/// order): the chunks that change, and removals of chunks no longer needed.
+fn write_bucket(
+    bucket: &[u8],
+    stored: &[&(IVec, IVec)],
+    edits: &[(&Ulid, &Option<Vec<u8>>)],
+    batch: &mut sled::Batch,
+) -> Result<(), IndexError> {
+    let mut entries: Vec<(Rand, &[u8])> = Vec::new();
+    for (key, chunk) in stored.iter().copied() {
+        entries.extend(
+            parse(key, chunk)?
+                .into_iter()
+                .map(|(rand, payload)| (rand, &chunk[payload])),
+        );
+    }
+    // Both sides are sorted by rand: merged, an edit replacing or removing its stored entry.
+    let mut merged = Vec::with_capacity(entries.len() + edits.len());
+    let mut stored_entries = entries.into_iter().peekable();
+    for (id, edit) in edits {
+        let rand = rand_of(**id);
+        while let Some(entry) = stored_entries.next_if(|(r, _)| *r < rand) {
+            merged.push(entry);
+        }
+        stored_entries.next_if(|(r, _)| *r == rand);
+        if let Some(payload) = edit {
+            merged.push((rand, payload.as_slice()));
+        }
+    }
+    merged.extend(stored_entries);
+    let chunks = rechunk(&merged);
+    for (n, chunk) in chunks.iter().enumerate() {
+        let key = chunk_key(bucket, n as u16);
+        let unchanged = stored
+            .get(n)
+            .is_some_and(|(old_key, old)| *old_key == key && old == chunk);
+        if !unchanged {
+            batch.insert(key, chunk.as_slice());
+        }
+    }
+    for (key, _) in stored {
+        let n = key
+            .get(key.len() - CHUNK_NO_LEN..)
+            .and_then(|b| b.try_into().ok())
+            .map_or(usize::MAX, |b| usize::from(u16::from_be_bytes(b)));
+        if n >= chunks.len() {
+            batch.remove(key.clone());
+        }
+    }
+    Ok(())
+}
+
 /// Sorted entries cut into chunks of at least [`CHUNK_BYTES`] (the last one excepted).
-fn rechunk(entries: &BTreeMap<Rand, &[u8]>) -> Vec<Vec<u8>> {
+fn rechunk(entries: &[(Rand, &[u8])]) -> Vec<Vec<u8>> {
     let mut chunks = Vec::new();
     let mut chunk = Vec::new();
     for (rand, payload) in entries {
@@ -418,5 +479,43 @@ mod tests {
         buckets.remove(&prefix, ids[0]);
         write(&tree, buckets);
         assert!(tree.is_empty());
+    }
+
+    #[test]
+    fn edits_in_runs_of_nearby_buckets_change_only_their_entries() {
+        let (_dir, tree) = tree();
+        let prefix = b"I-prefix".to_vec();
+        // One entry in each of 300 milliseconds.
+        let id = |ms: u64, n: u128| Ulid::from_parts(ms, n);
+        let mut buckets = Buckets::default();
+        for ms in 0..300 {
+            buckets.put(&prefix, id(ms, 1), vec![1]);
+        }
+        write(&tree, buckets);
+        // Edits in two runs (around 10 and around 250) with untouched buckets between.
+        let mut buckets = Buckets::default();
+        buckets.put(&prefix, id(10, 0), vec![2]);
+        buckets.remove(&prefix, id(11, 1));
+        buckets.put(&prefix, id(70, 5), vec![3]);
+        buckets.put(&prefix, id(250, 1), vec![4]);
+        buckets.put(&prefix, id(400, 0), vec![5]);
+        write(&tree, buckets);
+        let mut expected: Vec<(Ulid, Vec<u8>)> = (0..300)
+            .filter(|ms| *ms != 11)
+            .map(|ms| (id(ms, 1), vec![if ms == 250 { 4 } else { 1 }]))
+            .collect();
+        expected.extend([
+            (id(10, 0), vec![2]),
+            (id(70, 5), vec![3]),
+            (id(400, 0), vec![5]),
+        ]);
+        expected.sort();
+        let stored: Vec<(Ulid, Vec<u8>)> = range(&tree, &prefix, Ulid(0), Ulid(u128::MAX), false)
+            .map(|e| {
+                let e = e.unwrap();
+                (e.id, e.payload().to_vec())
+            })
+            .collect();
+        assert_eq!(stored, expected);
     }
 }

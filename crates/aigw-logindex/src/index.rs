@@ -3,14 +3,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aigw_proto::admin::Quota;
-use aigw_proto::shard::{LogRecord, OrderBy};
+use aigw_proto::shard::{BodyLocation, LogRecord, OrderBy};
 use prost::Message;
 use sled::{Batch, IVec, Tree};
 use ulid::Ulid;
 
 use crate::bucket::{self, Buckets, Entry};
 use crate::command::{
-    Applied, Command, DeadBodies, Delete, DeleteGateway, Insert, SetQuota, Update, kind::Kind,
+    Applied, Command, DeadBodies, Delete, DeleteGateway, SetQuota, Update, kind::Kind,
 };
 use crate::keys::{
     self, Field, GW_LEN, GatewayKey, counter_key, counter_prefix, gateway_index_prefix,
@@ -18,6 +18,7 @@ use crate::keys::{
     pack_suffix, row_prefix, tagged, tombstone_key,
 };
 use crate::query::{CompiledQuery, IndexScan, feedback_byte, metadata_text};
+use crate::row::{RowFields, WireInsert, WireRow, command_insert};
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +86,7 @@ pub struct LogIndex {
 }
 
 /// Index entries of a row: (field, value) pairs.
-fn index_entries(row: &LogRecord) -> Vec<(Field, Vec<u8>)> {
+fn index_entries(row: &RowFields) -> Vec<(Field, Vec<u8>)> {
     let mut out = Vec::with_capacity(4 + 2 * row.metadata.len());
     if !row.provider.is_empty() {
         out.push((Field::Provider, row.provider.as_bytes().to_vec()));
@@ -102,10 +103,10 @@ fn index_entries(row: &LogRecord) -> Vec<(Field, Vec<u8>)> {
     if let Some(b) = row.feedback.and_then(|f| feedback_byte(f64::from(f))) {
         out.push((Field::Feedback, vec![b]));
     }
-    if let Some(event) = &row.event_id {
+    if let Some(event) = row.event_id {
         out.push((Field::EventId, event.as_bytes().to_vec()));
     }
-    for entry in &row.metadata {
+    for entry in row.metadata.iter() {
         out.push((Field::MetaKey, entry.key.as_bytes().to_vec()));
         if let Some(text) = metadata_text(entry) {
             out.push((Field::MetaValue, text.into_bytes()));
@@ -117,7 +118,7 @@ fn index_entries(row: &LogRecord) -> Vec<(Field, Vec<u8>)> {
 }
 
 /// Counters a row contributes to.
-fn counted(row: &LogRecord) -> Vec<(Field, Vec<u8>)> {
+fn counted(row: &RowFields) -> Vec<(Field, Vec<u8>)> {
     let mut out = vec![
         (Field::All, Vec::new()),
         (Field::Provider, row.provider.as_bytes().to_vec()),
@@ -142,21 +143,22 @@ struct Changes {
 }
 
 impl Changes {
-    fn add_row(&mut self, gw: &GatewayKey, id: Ulid, row: &mut LogRecord) {
-        self.put_row(gw, id, row);
+    /// Stores row `id` (`stored` is its stored form, see [`encode_row`]) and counts it.
+    fn add_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Vec<u8>, row: &RowFields) {
+        self.put_row(gw, id, stored, row);
         self.count_row(gw, row, 1);
     }
 
     /// Stores the row and its index postings, leaving counters alone.
-    fn put_row(&mut self, gw: &GatewayKey, id: Ulid, row: &mut LogRecord) {
-        self.buckets.put(&row_prefix(gw), id, encode_row(row));
+    fn put_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Vec<u8>, row: &RowFields) {
+        self.buckets.put(&row_prefix(gw), id, stored);
         for (field, value) in index_entries(row) {
             self.buckets
                 .put(&index_prefix(gw, field, &value), id, Vec::new());
         }
     }
 
-    fn remove_row(&mut self, gw: &GatewayKey, id: Ulid, row: &LogRecord) {
+    fn remove_row(&mut self, gw: &GatewayKey, id: Ulid, row: &RowFields) {
         self.buckets.remove(&row_prefix(gw), id);
         for (field, value) in index_entries(row) {
             self.buckets.remove(&index_prefix(gw, field, &value), id);
@@ -164,7 +166,7 @@ impl Changes {
         self.count_row(gw, row, -1);
     }
 
-    fn count_row(&mut self, gw: &GatewayKey, row: &LogRecord, delta: i64) {
+    fn count_row(&mut self, gw: &GatewayKey, row: &RowFields, delta: i64) {
         let packs = row.bodies.iter().map(|b| pack_counter_key(gw, b.pack));
         let values = counted(row)
             .into_iter()
@@ -206,14 +208,14 @@ struct DeadBodyTracker {
 }
 
 impl DeadBodyTracker {
-    fn live(&mut self, row: &LogRecord) {
-        if let Some(b) = &row.bodies {
+    fn live(&mut self, bodies: Option<&BodyLocation>) {
+        if let Some(b) = bodies {
             self.live_packs.insert(b.pack);
         }
     }
 
-    fn dead(&mut self, row: &LogRecord) {
-        if let Some(b) = &row.bodies {
+    fn dead(&mut self, bodies: Option<&BodyLocation>) {
+        if let Some(b) = bodies {
             let len = b.request_len.saturating_add(b.response_len);
             self.dead.entry(b.pack).or_default().push((b.offset, len));
         }
@@ -255,7 +257,7 @@ fn emptied_packs(emptied: &[Vec<u8>]) -> HashSet<u64> {
 }
 
 /// Whether rows of one gateway in an insert are admitted, and where they find room.
-struct Admission {
+struct Admission<'a> {
     /// The prefix belongs to these names (false: a hash collision with another gateway).
     owner_ok: bool,
     /// Rows created at or before this were in flight when the gateway was deleted.
@@ -272,7 +274,7 @@ struct Admission {
     /// Stored rows this batch evicts.
     evicted_stored: Vec<Entry>,
     /// This batch's rows so far (when evicting).
-    added: BTreeMap<Ulid, LogRecord>,
+    added: BTreeMap<Ulid, RowFields<'a>>,
     /// Rows of this batch that made way for newer ones of it.
     replaced: u64,
     /// New rows older than every row kept: evicted on arrival.
@@ -282,16 +284,16 @@ struct Admission {
 }
 
 /// Where a new row finds room.
-enum Room {
+enum Room<'a> {
     /// Under the quota, or in place of an evicted stored row.
     Free,
     /// In place of the oldest row this batch added.
-    Replacing(Box<(Ulid, LogRecord)>),
+    Replacing(Box<(Ulid, RowFields<'a>)>),
     /// Nowhere: refused, or itself the oldest.
     None,
 }
 
-impl Admission {
+impl<'a> Admission<'a> {
     fn admits(&self, created_at_ms: i64) -> bool {
         self.owner_ok && self.deleted_at.is_none_or(|t| created_at_ms > t)
     }
@@ -312,7 +314,7 @@ impl Admission {
     }
 
     /// Finds room for new row `id`, counting what it costs.
-    fn take_room(&mut self, id: Ulid) -> Result<Room, IndexError> {
+    fn take_room(&mut self, id: Ulid) -> Result<Room<'a>, IndexError> {
         if self.room > 0 {
             self.room -= 1;
             return Ok(Room::Free);
@@ -441,13 +443,15 @@ impl LogIndex {
                     continue;
                 };
                 let mut row = decode_row(entry.id, entry.payload(), "", "")?;
+                let stored = encode_row(&mut row);
+                let fields = RowFields::from(&row);
                 changes.batch.remove(key.clone());
-                for (field, value) in index_entries(&row) {
+                for (field, value) in index_entries(&fields) {
                     let mut posting = index_prefix(&gw, field, &value);
                     posting.extend_from_slice(&entry.id.to_bytes());
                     changes.batch.remove(posting);
                 }
-                changes.put_row(&gw, entry.id, &mut row);
+                changes.put_row(&gw, entry.id, stored, &fields);
                 moved += 1;
             }
             if moved == 0 {
@@ -465,17 +469,26 @@ impl LogIndex {
         bucket::range(&self.tree, &row_prefix(gw), MIN_ID, MAX_ID, false)
     }
 
-    /// Apply one encoded [`Command`]; returns the encoded [`Applied`].
+    /// Apply one encoded [`Command`]; returns the encoded [`Applied`]. An insert's rows are
+    /// read in place (see the `row` module), not decoded.
     pub fn apply_encoded(&self, command: &[u8]) -> Result<Vec<u8>, IndexError> {
-        let command =
-            Command::decode(command).map_err(|e| IndexError::InvalidCommand(e.to_string()))?;
-        Ok(self.apply(command)?.encode_to_vec())
+        let invalid = |e: &dyn std::fmt::Display| IndexError::InvalidCommand(e.to_string());
+        let applied = match command_insert(command).map_err(|e| invalid(&e))? {
+            Some(insert) => self.insert(insert)?,
+            None => self.apply(Command::decode(command).map_err(|e| invalid(&e))?)?,
+        };
+        Ok(applied.encode_to_vec())
     }
 
     /// Apply one command.
     pub fn apply(&self, command: Command) -> Result<Applied, IndexError> {
         match command.kind {
-            Some(Kind::Insert(c)) => self.insert(c),
+            Some(Kind::Insert(c)) => {
+                let encoded = c.encode_to_vec();
+                let insert = WireInsert::parse(&encoded)
+                    .map_err(|e| IndexError::InvalidCommand(e.to_string()))?;
+                self.insert(insert)
+            }
             Some(Kind::Update(c)) => self.update(c),
             Some(Kind::Delete(c)) => self.delete(c),
             Some(Kind::DeleteGateway(c)) => self.delete_gateway(c),
@@ -484,34 +497,56 @@ impl LogIndex {
         }
     }
 
-    fn insert(&self, command: Insert) -> Result<Applied, IndexError> {
+    fn insert(&self, command: WireInsert<'_>) -> Result<Applied, IndexError> {
         let mut changes = Changes::default();
         let mut seen = HashSet::with_capacity(command.rows.len());
         let mut admissions: HashMap<GatewayKey, Admission> = HashMap::new();
         // Packs are per gateway, so each gateway's bodies are tracked apart, with its names.
-        let mut bodies: HashMap<GatewayKey, (String, String, DeadBodyTracker)> = HashMap::new();
+        let mut bodies: HashMap<GatewayKey, (&str, &str, DeadBodyTracker)> = HashMap::new();
         let mut affected = 0;
         let mut evicted_from_batch = Vec::new();
-        for mut row in command.rows {
-            let Some(id) = parse_id(&row.id) else {
+        // A batch's rows are mostly of one gateway: its key is hashed once.
+        let mut last_gateway: Option<(&str, &str, GatewayKey)> = None;
+        for row in command.rows {
+            let WireRow {
+                id,
+                created_at_ms,
+                account,
+                gateway,
+                fields,
+                stored: stored_form,
+            } = row;
+            let Some(id) = parse_id(id) else {
                 continue;
             };
-            let gw = gateway_key(&row.account_id, &row.gateway_id);
-            let admission = match admissions.entry(gw) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(self.admission(&gw, &row, command.default_max_rows, &mut changes)?)
+            let gw = match last_gateway {
+                Some((a, g, gw)) if (a, g) == (account, gateway) => gw,
+                _ => {
+                    let gw = gateway_key(account, gateway);
+                    last_gateway = Some((account, gateway, gw));
+                    gw
                 }
             };
-            let live = admission.admits(row.created_at_ms)
+            let admission = match admissions.entry(gw) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.admission(
+                    &gw,
+                    account,
+                    gateway,
+                    command.default_max_rows,
+                    &mut changes,
+                )?),
+            };
+            let row_bodies = fields.bodies;
+            let live = admission.admits(created_at_ms)
                 && seen.insert((gw, id))
                 && match changes.buckets.stored(&self.tree, &row_prefix(&gw), id)? {
                     None => match admission.take_room(id)? {
                         Room::Free => {
-                            changes.add_row(&gw, id, &mut row);
+                            changes.add_row(&gw, id, stored_form, &fields);
                             affected += 1;
                             if admission.evicts {
-                                admission.added.insert(id, row.clone());
+                                admission.added.insert(id, fields);
                             }
                             true
                         }
@@ -519,32 +554,31 @@ impl LogIndex {
                         Room::Replacing(oldest) => {
                             let (oldest_id, oldest_row) = *oldest;
                             changes.remove_row(&gw, oldest_id, &oldest_row);
-                            evicted_from_batch.push((gw, oldest_row));
-                            changes.add_row(&gw, id, &mut row);
-                            admission.added.insert(id, row.clone());
+                            evicted_from_batch.push((gw, oldest_row.bodies));
+                            changes.add_row(&gw, id, stored_form, &fields);
+                            admission.added.insert(id, fields);
                             true
                         }
                         Room::None => false,
                     },
                     // Replayed after a crash: the stored row already uses these very bodies.
                     Some(stored) => {
-                        row.bodies.is_some()
-                            && decode_row(id, stored.payload(), "", "")?.bodies == row.bodies
+                        row_bodies.is_some()
+                            && decode_row(id, stored.payload(), "", "")?.bodies == row_bodies
                     }
                 };
-            let (_, _, tracker) = bodies.entry(gw).or_insert_with(|| {
-                let tracker = DeadBodyTracker::default();
-                (row.account_id.clone(), row.gateway_id.clone(), tracker)
-            });
+            let (_, _, tracker) = bodies
+                .entry(gw)
+                .or_insert_with(|| (account, gateway, DeadBodyTracker::default()));
             if live {
-                tracker.live(&row);
+                tracker.live(row_bodies.as_ref());
             } else {
-                tracker.dead(&row);
+                tracker.dead(row_bodies.as_ref());
             }
         }
-        for (gw, row) in &evicted_from_batch {
+        for (gw, row_bodies) in &evicted_from_batch {
             if let Some((_, _, tracker)) = bodies.get_mut(gw) {
-                tracker.dead(row);
+                tracker.dead(row_bodies.as_ref());
             }
         }
         let mut evicted_bodies = Vec::new();
@@ -556,16 +590,16 @@ impl LogIndex {
             if admission.refused + evicted_here == 0 {
                 continue;
             }
-            let Some((account, gateway, _)) = bodies.get(&gw) else {
+            let Some(&(account, gateway, _)) = bodies.get(&gw) else {
                 continue;
             };
             let mut tracker = DeadBodyTracker::default();
             for entry in admission.evicted_stored {
                 let row = decode_row(entry.id, entry.payload(), account, gateway)?;
-                changes.remove_row(&gw, entry.id, &row);
-                tracker.dead(&row);
+                changes.remove_row(&gw, entry.id, &RowFields::from(&row));
+                tracker.dead(row.bodies.as_ref());
             }
-            evicted_bodies.push((account.clone(), gateway.clone(), tracker));
+            evicted_bodies.push((account, gateway, tracker));
             let [old_refused, old_evicted] = self.stats(&gw)?;
             let stats = [old_refused + admission.refused, old_evicted + evicted_here];
             changes
@@ -581,24 +615,25 @@ impl LogIndex {
         };
         for (account, gateway, tracker) in bodies.into_values() {
             // A pack is written for one insert: if none of its rows went in, nothing uses it.
-            tracker.report(&account, &gateway, |_| true, &mut applied);
+            tracker.report(account, gateway, |_| true, &mut applied);
         }
         for (account, gateway, tracker) in evicted_bodies {
-            tracker.report(&account, &gateway, |p| emptied.contains(&p), &mut applied);
+            tracker.report(account, gateway, |p| emptied.contains(&p), &mut applied);
         }
         Ok(applied)
     }
 
-    /// Whether, and how many of, the rows of `row`'s gateway are admitted; claims the prefix
+    /// Whether, and how many of, the rows of `account`/`gateway` are admitted; claims the prefix
     /// for its names when it has no owner yet.
-    fn admission(
+    fn admission<'a>(
         &self,
         gw: &GatewayKey,
-        row: &LogRecord,
+        account: &str,
+        gateway: &str,
         default_max_rows: u64,
         changes: &mut Changes,
-    ) -> Result<Admission, IndexError> {
-        let names = owner_value(&row.account_id, &row.gateway_id);
+    ) -> Result<Admission<'a>, IndexError> {
+        let names = owner_value(account, gateway);
         let owner_ok = match self.tree.get(owner_key(gw))? {
             Some(stored) => stored.as_ref() == names.as_slice(),
             None => {
@@ -688,8 +723,8 @@ impl LogIndex {
             for entry in self.rows_oldest_first(&gw).take(chunk) {
                 let entry = entry?;
                 let row = decode_row(entry.id, entry.payload(), account, gateway)?;
-                changes.remove_row(&gw, entry.id, &row);
-                tracker.dead(&row);
+                changes.remove_row(&gw, entry.id, &RowFields::from(&row));
+                tracker.dead(row.bodies.as_ref());
                 n += 1;
             }
             if n == 0 {
@@ -762,8 +797,9 @@ impl LogIndex {
             new.metadata = command.metadata;
         }
         let mut changes = Changes::default();
-        changes.remove_row(&gw, id, &old);
-        changes.add_row(&gw, id, &mut new);
+        changes.remove_row(&gw, id, &RowFields::from(&old));
+        let stored = encode_row(&mut new);
+        changes.add_row(&gw, id, stored, &RowFields::from(&new));
         // Entries present in both old and new were removed then re-inserted in the same batch;
         // sled applies batch operations in order, so they survive.
         changes.commit(&self.tree)?;
@@ -786,8 +822,8 @@ impl LogIndex {
         for raw in &command.ids {
             let Some(id) = parse_id(raw) else { continue };
             if let Some(row) = self.owned_row(&gw, id, account, gateway)? {
-                changes.remove_row(&gw, id, &row);
-                bodies.dead(&row);
+                changes.remove_row(&gw, id, &RowFields::from(&row));
+                bodies.dead(row.bodies.as_ref());
                 applied.affected += 1;
             }
         }
@@ -829,7 +865,7 @@ impl LogIndex {
             for entry in self.rows_oldest_first(&gw).take(DELETE_CHUNK) {
                 let entry = entry?;
                 let row = decode_row(entry.id, entry.payload(), account, gateway)?;
-                changes.remove_row(&gw, entry.id, &row);
+                changes.remove_row(&gw, entry.id, &RowFields::from(&row));
                 n += 1;
             }
             let emptied = std::mem::take(&mut changes).commit(&self.tree)?;
@@ -1089,9 +1125,12 @@ impl LogIndex {
             }
             let gw = gateway_of(&key).ok_or_else(|| corrupt("row key too short"))?;
             for entry in stored_rows(&key, value.into())? {
-                // Indexes and counters need no names; the rows are stored without them anyway.
-                let mut row = decode_row(entry.id, entry.payload(), "", "")?;
-                changes.add_row(&gw, entry.id, &mut row);
+                // Stored rows are in stored form already: read in place, kept as they are.
+                let row = WireRow::parse(entry.payload()).map_err(|e| IndexError::Corrupt {
+                    key: format!("row {}", entry.id),
+                    reason: e.to_string(),
+                })?;
+                changes.add_row(&gw, entry.id, row.stored, &row.fields);
                 pending += 1;
             }
             if pending >= DELETE_CHUNK {
@@ -1185,12 +1224,13 @@ mod tests {
             let mut key = row_prefix(&gw);
             key.extend_from_slice(&id.to_bytes());
             legacy.batch.insert(key, encode_row(&mut row.clone()));
-            for (field, value) in index_entries(row) {
+            let fields = RowFields::from(row);
+            for (field, value) in index_entries(&fields) {
                 let mut posting = index_prefix(&gw, field, &value);
                 posting.extend_from_slice(&id.to_bytes());
                 legacy.batch.insert(posting, &[][..]);
             }
-            legacy.count_row(&gw, row, 1);
+            legacy.count_row(&gw, &fields, 1);
         }
         legacy.batch.insert(owner_key(&gw), owner_value("a", "g"));
         legacy.commit(&tree).unwrap();

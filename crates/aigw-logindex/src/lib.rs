@@ -12,6 +12,7 @@ pub mod command;
 mod index;
 pub mod keys;
 mod query;
+mod row;
 
 pub use index::{Footprint, GatewayUsage, IndexError, LogIndex, Page, pack_key};
 pub use query::{CompiledQuery, QueryError};
