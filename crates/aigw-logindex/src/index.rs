@@ -15,7 +15,8 @@ use crate::command::{
 use crate::keys::{
     self, Field, GW_LEN, GatewayKey, counter_key, counter_prefix, gateway_index_prefix,
     gateway_key, gateway_of, index_prefix, owner_key, owner_value, pack_counter_key, pack_prefix,
-    pack_suffix, row_prefix, tagged, tombstone_key,
+    pack_suffix, push_counter_key, push_index_prefix, push_row_prefix, row_prefix, tagged,
+    tombstone_key,
 };
 use crate::query::{CompiledQuery, IndexScan, feedback_byte, metadata_text};
 use crate::row::{RowFields, WireInsert, WireRow, command_insert};
@@ -85,51 +86,45 @@ pub struct LogIndex {
     tree: Tree,
 }
 
-/// Index entries of a row: (field, value) pairs.
-fn index_entries(row: &RowFields) -> Vec<(Field, Vec<u8>)> {
-    let mut out = Vec::with_capacity(4 + 2 * row.metadata.len());
+/// Calls `f` with each (field, value) a row is posted under. A value may come twice (a
+/// repeated metadata key): posting, or removing, it twice changes nothing.
+fn for_each_posting(row: &RowFields, mut f: impl FnMut(Field, &[u8])) {
     if !row.provider.is_empty() {
-        out.push((Field::Provider, row.provider.as_bytes().to_vec()));
+        f(Field::Provider, row.provider.as_bytes());
     }
     if !row.model.is_empty() {
-        out.push((Field::Model, row.model.as_bytes().to_vec()));
+        f(Field::Model, row.model.as_bytes());
     }
     if !row.success {
-        out.push((Field::Success, vec![0]));
+        f(Field::Success, &[0]);
     }
     if row.cached {
-        out.push((Field::Cached, vec![1]));
+        f(Field::Cached, &[1]);
     }
     if let Some(b) = row.feedback.and_then(|f| feedback_byte(f64::from(f))) {
-        out.push((Field::Feedback, vec![b]));
+        f(Field::Feedback, &[b]);
     }
     if let Some(event) = row.event_id {
-        out.push((Field::EventId, event.as_bytes().to_vec()));
+        f(Field::EventId, event.as_bytes());
     }
     for entry in row.metadata.iter() {
-        out.push((Field::MetaKey, entry.key.as_bytes().to_vec()));
+        f(Field::MetaKey, entry.key.as_bytes());
         if let Some(text) = metadata_text(entry) {
-            out.push((Field::MetaValue, text.into_bytes()));
+            f(Field::MetaValue, text.as_bytes());
         }
     }
-    out.sort();
-    out.dedup();
-    out
 }
 
-/// Counters a row contributes to.
-fn counted(row: &RowFields) -> Vec<(Field, Vec<u8>)> {
-    let mut out = vec![
-        (Field::All, Vec::new()),
-        (Field::Provider, row.provider.as_bytes().to_vec()),
-        (Field::Model, row.model.as_bytes().to_vec()),
-        (Field::Success, vec![u8::from(row.success)]),
-        (Field::Cached, vec![u8::from(row.cached)]),
-    ];
+/// Calls `f` with each (field, value) counter a row adds to.
+fn for_each_counted(row: &RowFields, mut f: impl FnMut(Field, &[u8])) {
+    f(Field::All, &[]);
+    f(Field::Provider, row.provider.as_bytes());
+    f(Field::Model, row.model.as_bytes());
+    f(Field::Success, &[u8::from(row.success)]);
+    f(Field::Cached, &[u8::from(row.cached)]);
     if let Some(b) = row.feedback.and_then(|f| feedback_byte(f64::from(f))) {
-        out.push((Field::Feedback, vec![b]));
+        f(Field::Feedback, &[b]);
     }
-    out
 }
 
 /// Pending changes of one command, applied as one atomic batch.
@@ -140,6 +135,9 @@ struct Changes {
     buckets: Buckets,
     /// Counter and pack-counter keys → change.
     counters: BTreeMap<Vec<u8>, i64>,
+    /// Where the keys of each row are built: only keys not seen yet in this command are
+    /// copied out of it.
+    key: Vec<u8>,
 }
 
 impl Changes {
@@ -151,28 +149,45 @@ impl Changes {
 
     /// Stores the row and its index postings, leaving counters alone.
     fn put_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Vec<u8>, row: &RowFields) {
-        self.buckets.put(&row_prefix(gw), id, stored);
-        for (field, value) in index_entries(row) {
-            self.buckets
-                .put(&index_prefix(gw, field, &value), id, Vec::new());
-        }
+        let Self { buckets, key, .. } = self;
+        key.clear();
+        push_row_prefix(key, gw);
+        buckets.put(key, id, stored);
+        for_each_posting(row, |field, value| {
+            key.clear();
+            push_index_prefix(key, gw, field, value);
+            buckets.put(key, id, Vec::new());
+        });
     }
 
     fn remove_row(&mut self, gw: &GatewayKey, id: Ulid, row: &RowFields) {
-        self.buckets.remove(&row_prefix(gw), id);
-        for (field, value) in index_entries(row) {
-            self.buckets.remove(&index_prefix(gw, field, &value), id);
-        }
+        let Self { buckets, key, .. } = self;
+        key.clear();
+        push_row_prefix(key, gw);
+        buckets.remove(key, id);
+        for_each_posting(row, |field, value| {
+            key.clear();
+            push_index_prefix(key, gw, field, value);
+            buckets.remove(key, id);
+        });
         self.count_row(gw, row, -1);
     }
 
     fn count_row(&mut self, gw: &GatewayKey, row: &RowFields, delta: i64) {
-        let packs = row.bodies.iter().map(|b| pack_counter_key(gw, b.pack));
-        let values = counted(row)
-            .into_iter()
-            .map(|(field, value)| counter_key(gw, field, &value));
-        for key in values.chain(packs) {
-            *self.counters.entry(key).or_default() += delta;
+        let Self { counters, key, .. } = self;
+        let mut count = |key: &[u8]| match counters.get_mut(key) {
+            Some(n) => *n += delta,
+            None => {
+                counters.insert(key.to_vec(), delta);
+            }
+        };
+        for_each_counted(row, |field, value| {
+            key.clear();
+            push_counter_key(key, gw, field, value);
+            count(key);
+        });
+        if let Some(b) = &row.bodies {
+            count(&pack_counter_key(gw, b.pack));
         }
     }
 
@@ -446,11 +461,11 @@ impl LogIndex {
                 let stored = encode_row(&mut row);
                 let fields = RowFields::from(&row);
                 changes.batch.remove(key.clone());
-                for (field, value) in index_entries(&fields) {
-                    let mut posting = index_prefix(&gw, field, &value);
+                for_each_posting(&fields, |field, value| {
+                    let mut posting = index_prefix(&gw, field, value);
                     posting.extend_from_slice(&entry.id.to_bytes());
                     changes.batch.remove(posting);
-                }
+                });
                 changes.put_row(&gw, entry.id, stored, &fields);
                 moved += 1;
             }
@@ -499,7 +514,7 @@ impl LogIndex {
 
     fn insert(&self, command: WireInsert<'_>) -> Result<Applied, IndexError> {
         let mut changes = Changes::default();
-        let mut seen = HashSet::with_capacity(command.rows.len());
+        let mut seen = HashSet::with_capacity(command.len());
         let mut admissions: HashMap<GatewayKey, Admission> = HashMap::new();
         // Packs are per gateway, so each gateway's bodies are tracked apart, with its names.
         let mut bodies: HashMap<GatewayKey, (&str, &str, DeadBodyTracker)> = HashMap::new();
@@ -507,7 +522,7 @@ impl LogIndex {
         let mut evicted_from_batch = Vec::new();
         // A batch's rows are mostly of one gateway: its key is hashed once.
         let mut last_gateway: Option<(&str, &str, GatewayKey)> = None;
-        for row in command.rows {
+        for row in command.rows() {
             let WireRow {
                 id,
                 created_at_ms,
@@ -515,7 +530,7 @@ impl LogIndex {
                 gateway,
                 fields,
                 stored: stored_form,
-            } = row;
+            } = row.map_err(|e| IndexError::InvalidCommand(e.to_string()))?;
             let Some(id) = parse_id(id) else {
                 continue;
             };
@@ -1225,11 +1240,11 @@ mod tests {
             key.extend_from_slice(&id.to_bytes());
             legacy.batch.insert(key, encode_row(&mut row.clone()));
             let fields = RowFields::from(row);
-            for (field, value) in index_entries(&fields) {
-                let mut posting = index_prefix(&gw, field, &value);
+            for_each_posting(&fields, |field, value| {
+                let mut posting = index_prefix(&gw, field, value);
                 posting.extend_from_slice(&id.to_bytes());
                 legacy.batch.insert(posting, &[][..]);
-            }
+            });
             legacy.count_row(&gw, &fields, 1);
         }
         legacy.batch.insert(owner_key(&gw), owner_value("a", "g"));

@@ -96,9 +96,14 @@ pub enum Field {
 /// `R | gw` — the prefix of a gateway's row buckets.
 pub fn row_prefix(gw: &GatewayKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + GW_LEN);
+    push_row_prefix(&mut k, gw);
+    k
+}
+
+/// Appends [`row_prefix`] to `k` (a reused buffer, on paths run for every row).
+pub fn push_row_prefix(k: &mut Vec<u8>, gw: &GatewayKey) {
     k.push(ROW);
     k.extend_from_slice(gw);
-    k
 }
 
 /// Append `value` with a varint length first (one byte for the usual short values), which keeps
@@ -113,21 +118,31 @@ fn push_value(k: &mut Vec<u8>, value: &[u8]) {
 /// `I | gw | field | value` — the prefix of one value's posting buckets.
 pub fn index_prefix(gw: &GatewayKey, field: Field, value: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + GW_LEN + 1 + 2 + value.len() + 8);
+    push_index_prefix(&mut k, gw, field, value);
+    k
+}
+
+/// Appends [`index_prefix`] to `k` (a reused buffer, on paths run for every row).
+pub fn push_index_prefix(k: &mut Vec<u8>, gw: &GatewayKey, field: Field, value: &[u8]) {
     k.push(INDEX);
     k.extend_from_slice(gw);
     k.push(field as u8);
-    push_value(&mut k, value);
-    k
+    push_value(k, value);
 }
 
 /// `C | gw | field | value`.
 pub fn counter_key(gw: &GatewayKey, field: Field, value: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + GW_LEN + 1 + 2 + value.len());
+    push_counter_key(&mut k, gw, field, value);
+    k
+}
+
+/// Appends [`counter_key`] to `k` (a reused buffer, on paths run for every row).
+pub fn push_counter_key(k: &mut Vec<u8>, gw: &GatewayKey, field: Field, value: &[u8]) {
     k.push(COUNTER);
     k.extend_from_slice(gw);
     k.push(field as u8);
-    push_value(&mut k, value);
-    k
+    push_value(k, value);
 }
 
 /// `T | gw` — when the gateway was last deleted.

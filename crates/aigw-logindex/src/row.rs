@@ -202,7 +202,8 @@ fn text<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Result<&'a str, WireErro
 /// The rows of an `Insert` command, read in place.
 #[derive(Debug, Default)]
 pub(crate) struct WireInsert<'a> {
-    pub rows: Vec<WireRow<'a>>,
+    /// Each row's encoding, read by [`WireInsert::rows`] as the rows are applied.
+    rows: Vec<&'a [u8]>,
     pub default_max_rows: u64,
 }
 
@@ -214,6 +215,16 @@ impl<'a> WireInsert<'a> {
         Ok(insert)
     }
 
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The rows, in order; a row that does not decode is an error.
+    pub fn rows(&self) -> impl Iterator<Item = Result<WireRow<'a>, WireError>> + '_ {
+        self.rows.iter().map(|row| WireRow::parse(row))
+    }
+
     /// Adds what the encoded `Insert` `encoded` holds, as decoding it over this one would.
     fn merge(&mut self, encoded: &'a [u8]) -> Result<(), WireError> {
         let ctx = DecodeContext::default();
@@ -221,9 +232,7 @@ impl<'a> WireInsert<'a> {
         while buf.has_remaining() {
             let (tag, wire_type) = decode_key(&mut buf)?;
             match tag {
-                INSERT_ROWS => self
-                    .rows
-                    .push(WireRow::parse(len_delimited(wire_type, &mut buf)?)?),
+                INSERT_ROWS => self.rows.push(len_delimited(wire_type, &mut buf)?),
                 INSERT_DEFAULT_MAX_ROWS => prost::encoding::uint64::merge(
                     wire_type,
                     &mut self.default_max_rows,
@@ -414,8 +423,9 @@ mod tests {
         let encoded = command(Kind::Insert(insert.clone()));
         let wire = command_insert(&encoded).unwrap().unwrap();
         assert_eq!(wire.default_max_rows, 77);
-        assert_eq!(wire.rows.len(), 2);
-        assert_eq!(wire.rows[1].fields, RowFields::from(&insert.rows[1]));
+        let rows: Vec<WireRow> = wire.rows().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].fields, RowFields::from(&insert.rows[1]));
 
         // Two occurrences of the oneof's insert merge, as prost merges them.
         let mut twice = encoded.clone();
