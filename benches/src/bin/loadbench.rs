@@ -15,7 +15,9 @@
 //!    (difference of the percentiles, aigw − direct);
 //! 2. concurrency `BENCH_CONCURRENCY`, small chat: direct vs aigw vs aigw with
 //!    `cf-aig-collect-log: false` → requests/s, p50/p99, logging overhead
-//!    `1 − rps(log on) / rps(log off)`;
+//!    `1 − rps(log on) / rps(log off)` — the median over the rounds, each round's pair of runs
+//!    compared on its own (a burst of background load falls on one pair, not on the figure),
+//!    printed beside the lowest and highest round and the figure pooled over every round;
 //! 3. gateway CPU per request (`utime + stime` of the aigw process) from phase 2's runs:
 //!    the **edge CPU** per request over the logging-off runs' measured windows (the proxy hot
 //!    path, against the target), and the **edge + log store CPU** per logged request over the
@@ -774,6 +776,8 @@ struct RunResult {
     logs: LogCounters,
     /// Waiting for the log store after the run (logging on only).
     drain: Drain,
+    /// Requests/s of each interleaved round, in order.
+    round_rps: Vec<f64>,
 }
 
 impl RunResult {
@@ -817,10 +821,21 @@ impl RunResult {
         self.logs.written += other.logs.written;
         self.logs.dropped += other.logs.dropped;
         self.drain.add(other.drain);
+        self.round_rps.extend(other.round_rps);
     }
 
     fn p(&mut self, q: f64) -> Duration {
         self.latencies.quantile(q).unwrap_or_default()
+    }
+}
+
+/// The median of sorted `values` (the mean of the middle two for an even count).
+fn median_of_sorted(values: &[f64]) -> Option<f64> {
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[mid]),
+        _ => Some((values[mid - 1] + values[mid]) / 2.0),
     }
 }
 
@@ -915,6 +930,7 @@ async fn closed_loop(
         cpu_all: Cpu::default(),
         logs: LogCounters::default(),
         drain: Drain::default(),
+        round_rps: Vec::new(),
     };
     for handle in workers {
         let out = handle.await.context("a load worker panicked")?;
@@ -926,6 +942,7 @@ async fn closed_loop(
         result.completed += out.completed;
     }
     result.elapsed = measure_from.elapsed();
+    result.round_rps.push(result.rps());
     result.cpu = Cpu::read(pids)?.since(cpu_before);
     if variant.via == Via::Aigw {
         servers.owed_logs += result.completed;
@@ -1573,15 +1590,35 @@ impl Report {
                 format!("{} / {}", fmt_ms(run.p(0.50)), fmt_ms(run.p(0.99))),
             ));
         }
-        let overhead = (1.0 - self.aigw_log.rps() / self.aigw_nolog.rps().max(1e-9)) * 100.0;
+        let overhead = |on: f64, off: f64| (1.0 - on / off.max(1e-9)) * 100.0;
+        let pooled = overhead(self.aigw_log.rps(), self.aigw_nolog.rps());
+        // Each round runs both variants back to back: a burst of background load on a shared
+        // machine lands on one round's pair, which the median sets aside and pooling does not.
+        let mut rounds: Vec<f64> = (self.aigw_log.round_rps.iter())
+            .zip(&self.aigw_nolog.round_rps)
+            .map(|(on, off)| overhead(*on, *off))
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        let median = median_of_sorted(&rounds).unwrap_or(pooled);
         figures.push(
             Figure::info(
-                "logging overhead, 1 − rps(on)/rps(off)",
-                format!("{overhead:.1} %"),
+                format!(
+                    "logging overhead, 1 − rps(on)/rps(off), median of {} paired rounds",
+                    rounds.len()
+                ),
+                format!("{median:.1} %"),
             )
-            .target("≤ 15 %", overhead <= 15.0)
+            .target("≤ 15 %", median <= 15.0)
             .tainted(tainted2),
         );
+        figures.push(Figure::info(
+            "  (rounds lowest … highest; pooled over every round)",
+            format!(
+                "{:.1} … {:.1} %; {pooled:.1} %",
+                rounds.first().copied().unwrap_or(pooled),
+                rounds.last().copied().unwrap_or(pooled)
+            ),
+        ));
 
         // Gateway CPU.
         let nolog_store_busy = self.aigw_nolog.logs.written > 0.0;
@@ -1838,6 +1875,14 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_of_rounds_is_the_middle_one_or_the_mean_of_two() {
+        assert_eq!(median_of_sorted(&[]), None);
+        assert_eq!(median_of_sorted(&[3.0]), Some(3.0));
+        assert_eq!(median_of_sorted(&[1.0, 2.0, 40.0]), Some(2.0));
+        assert_eq!(median_of_sorted(&[1.0, 2.0, 4.0, 40.0]), Some(3.0));
+    }
 
     #[test]
     fn metric_sum_adds_every_label_set_of_one_metric_only() {
