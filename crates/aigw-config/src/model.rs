@@ -267,7 +267,7 @@ impl Default for LogQueueConfig {
     fn default() -> Self {
         Self {
             capacity: 16_384,
-            batch_size: 1024,
+            batch_size: 4096,
             linger_ms: 50,
         }
     }
