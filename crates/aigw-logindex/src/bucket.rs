@@ -297,12 +297,14 @@ impl Buckets {
                     ..=chunk_key(&bucket_key(prefix, last), u16::MAX);
                 let stored: Vec<(IVec, IVec)> =
                     only_chunks(tree.range(scan), prefix.len()).collect::<Result<_, _>>()?;
+                // Stored chunks and edited buckets are both in key order: one pass over each.
+                let mut stored = stored.iter().peekable();
                 for bucket_edits in run.chunk_by(|(a, _), (b, _)| same_ms(**a, **b)) {
                     let bucket = bucket_key(prefix, *bucket_edits[0].0);
-                    let chunks: Vec<&(IVec, IVec)> = stored
-                        .iter()
-                        .filter(|(key, _)| key.starts_with(&bucket))
-                        .collect();
+                    while stored.next_if(|(key, _)| key[..] < bucket[..]).is_some() {}
+                    let chunks: Vec<&(IVec, IVec)> =
+                        std::iter::from_fn(|| stored.next_if(|(key, _)| key.starts_with(&bucket)))
+                            .collect();
                     write_bucket(&bucket, &chunks, bucket_edits, batch)?;
                 }
             }
