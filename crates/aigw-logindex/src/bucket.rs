@@ -242,17 +242,8 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    /// Store `payload` as entry `id` under `prefix` (replacing it if present).
-    pub fn put(&mut self, prefix: &[u8], id: Ulid, payload: Vec<u8>) {
-        self.edit(prefix, id, Some(payload));
-    }
-
-    /// Remove entry `id` under `prefix` (if present).
-    pub fn remove(&mut self, prefix: &[u8], id: Ulid) {
-        self.edit(prefix, id, None);
-    }
-
-    fn edit(&mut self, prefix: &[u8], id: Ulid, edit: Option<Vec<u8>>) {
+    /// Store `Some(payload)` as entry `id` under `prefix`, or remove it (`None`).
+    pub fn edit(&mut self, prefix: &[u8], id: Ulid, edit: Option<Vec<u8>>) {
         // Looked up by slice: the prefix is mostly known already, and its key is copied once.
         if let Some(edits) = self.edits.get_mut(prefix) {
             edits.insert(id, edit);
@@ -444,7 +435,7 @@ mod tests {
         for start in 0..3 {
             let mut buckets = Buckets::default();
             for id in ids.iter().skip(start).step_by(3) {
-                buckets.put(&prefix, *id, vec![start as u8; 100]);
+                buckets.edit(&prefix, *id, Some(vec![start as u8; 100]));
             }
             write(&tree, buckets);
         }
@@ -473,12 +464,12 @@ mod tests {
         // Removing all but one entry leaves one chunk; removing it leaves no key.
         let mut buckets = Buckets::default();
         for id in &ids[1..] {
-            buckets.remove(&prefix, *id);
+            buckets.edit(&prefix, *id, None);
         }
         write(&tree, buckets);
         assert_eq!(tree.len(), 1);
         let mut buckets = Buckets::default();
-        buckets.remove(&prefix, ids[0]);
+        buckets.edit(&prefix, ids[0], None);
         write(&tree, buckets);
         assert!(tree.is_empty());
     }
@@ -491,16 +482,16 @@ mod tests {
         let id = |ms: u64, n: u128| Ulid::from_parts(ms, n);
         let mut buckets = Buckets::default();
         for ms in 0..300 {
-            buckets.put(&prefix, id(ms, 1), vec![1]);
+            buckets.edit(&prefix, id(ms, 1), Some(vec![1]));
         }
         write(&tree, buckets);
         // Edits in two runs (around 10 and around 250) with untouched buckets between.
         let mut buckets = Buckets::default();
-        buckets.put(&prefix, id(10, 0), vec![2]);
-        buckets.remove(&prefix, id(11, 1));
-        buckets.put(&prefix, id(70, 5), vec![3]);
-        buckets.put(&prefix, id(250, 1), vec![4]);
-        buckets.put(&prefix, id(400, 0), vec![5]);
+        buckets.edit(&prefix, id(10, 0), Some(vec![2]));
+        buckets.edit(&prefix, id(11, 1), None);
+        buckets.edit(&prefix, id(70, 5), Some(vec![3]));
+        buckets.edit(&prefix, id(250, 1), Some(vec![4]));
+        buckets.edit(&prefix, id(400, 0), Some(vec![5]));
         write(&tree, buckets);
         let mut expected: Vec<(Ulid, Vec<u8>)> = (0..300)
             .filter(|ms| *ms != 11)

@@ -149,28 +149,26 @@ impl Changes {
 
     /// Stores the row and its index postings, leaving counters alone.
     fn put_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Vec<u8>, row: &RowFields) {
-        let Self { buckets, key, .. } = self;
-        key.clear();
-        push_row_prefix(key, gw);
-        buckets.put(key, id, stored);
-        for_each_posting(row, |field, value| {
-            key.clear();
-            push_index_prefix(key, gw, field, value);
-            buckets.put(key, id, Vec::new());
-        });
+        self.edit_row(gw, id, Some(stored), row);
     }
 
     fn remove_row(&mut self, gw: &GatewayKey, id: Ulid, row: &RowFields) {
+        self.edit_row(gw, id, None, row);
+        self.count_row(gw, row, -1);
+    }
+
+    /// Stores row `id` as `stored` with its index postings, or removes them all (`None`).
+    fn edit_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Option<Vec<u8>>, row: &RowFields) {
         let Self { buckets, key, .. } = self;
+        let posting = stored.as_ref().map(|_| Vec::new());
         key.clear();
         push_row_prefix(key, gw);
-        buckets.remove(key, id);
+        buckets.edit(key, id, stored);
         for_each_posting(row, |field, value| {
             key.clear();
             push_index_prefix(key, gw, field, value);
-            buckets.remove(key, id);
+            buckets.edit(key, id, posting.clone());
         });
-        self.count_row(gw, row, -1);
     }
 
     fn count_row(&mut self, gw: &GatewayKey, row: &RowFields, delta: i64) {
@@ -417,6 +415,11 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The error for a command that does not decode.
+fn invalid_command(e: impl std::fmt::Display) -> IndexError {
+    IndexError::InvalidCommand(e.to_string())
+}
+
 /// A row id from a command. Malformed ids are skipped, not errors: an error while applying a
 /// committed entry would stop the whole group, and proposers validate ids before proposing.
 fn parse_id(bytes: &[u8]) -> Option<Ulid> {
@@ -487,10 +490,9 @@ impl LogIndex {
     /// Apply one encoded [`Command`]; returns the encoded [`Applied`]. An insert's rows are
     /// read in place (see the `row` module), not decoded.
     pub fn apply_encoded(&self, command: &[u8]) -> Result<Vec<u8>, IndexError> {
-        let invalid = |e: &dyn std::fmt::Display| IndexError::InvalidCommand(e.to_string());
-        let applied = match command_insert(command).map_err(|e| invalid(&e))? {
+        let applied = match command_insert(command).map_err(invalid_command)? {
             Some(insert) => self.insert(insert)?,
-            None => self.apply(Command::decode(command).map_err(|e| invalid(&e))?)?,
+            None => self.apply(Command::decode(command).map_err(invalid_command)?)?,
         };
         Ok(applied.encode_to_vec())
     }
@@ -498,11 +500,11 @@ impl LogIndex {
     /// Apply one command.
     pub fn apply(&self, command: Command) -> Result<Applied, IndexError> {
         match command.kind {
+            // One insert path, the one entries take: a decoded insert (tests, benches) is
+            // encoded again to get there.
             Some(Kind::Insert(c)) => {
                 let encoded = c.encode_to_vec();
-                let insert = WireInsert::parse(&encoded)
-                    .map_err(|e| IndexError::InvalidCommand(e.to_string()))?;
-                self.insert(insert)
+                self.insert(WireInsert::parse(&encoded).map_err(invalid_command)?)
             }
             Some(Kind::Update(c)) => self.update(c),
             Some(Kind::Delete(c)) => self.delete(c),
@@ -530,7 +532,7 @@ impl LogIndex {
                 gateway,
                 fields,
                 stored: stored_form,
-            } = row.map_err(|e| IndexError::InvalidCommand(e.to_string()))?;
+            } = row.map_err(invalid_command)?;
             let Some(id) = parse_id(id) else {
                 continue;
             };
