@@ -69,10 +69,14 @@ def _no_proxy_for_loopback():
             os.environ[key] = value
 
 
+def new_mock(workdir: Path, *, tls: bool = False) -> MockUpstream:
+    """A started `aigw-mock` (HTTPS with its own CA in `.ca_file` when `tls`); stop it."""
+    return MockUpstream(_binary("aigw-mock"), workdir, _clean_env(), tls=tls)
+
+
 @pytest.fixture(scope="session")
 def mock(tmp_path_factory) -> MockUpstream:
-    workdir = tmp_path_factory.mktemp("mock")
-    upstream = MockUpstream(_binary("aigw-mock"), workdir, _clean_env())
+    upstream = new_mock(tmp_path_factory.mktemp("mock"))
     yield upstream
     upstream.stop()
 

@@ -15,6 +15,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -178,10 +179,12 @@ def http_request(
     headers: dict[str, str] | None = None,
     body: bytes | str | dict | None = None,
     timeout: float = DEADLINE_S,
+    ca_file: Path | None = None,
 ) -> HttpResponse:
     """One request with `http.client`: no retries, no redirects, no proxy, no header rewriting.
 
-    A dict body is sent as JSON. Non-2xx statuses are returned, not raised.
+    A dict body is sent as JSON. Non-2xx statuses are returned, not raised. An `https` URL is
+    verified against `ca_file`.
     """
     parsed = urllib.parse.urlsplit(url)
     target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
@@ -191,7 +194,13 @@ def http_request(
         headers.setdefault("content-type", "application/json")
     if isinstance(body, str):
         body = body.encode()
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+    if parsed.scheme == "https":
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        conn = http.client.HTTPSConnection(
+            parsed.hostname, parsed.port, timeout=timeout, context=context
+        )
+    else:
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
     try:
         conn.request(method, target, body=body, headers=headers)
         resp = conn.getresponse()
@@ -280,13 +289,20 @@ def _tail(path: Path, limit: int | None = 4000) -> str:
 
 
 class MockUpstream:
-    """`aigw-mock --addr 127.0.0.1:0`, which prints `listening on 127.0.0.1:PORT` once bound."""
+    """`aigw-mock --addr 127.0.0.1:0`, which prints `listening on 127.0.0.1:PORT` once bound.
 
-    def __init__(self, binary: Path, workdir: Path, env: dict[str, str]):
+    With `tls`, it serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN) for `localhost`, with a certificate
+    signed by a CA it makes at start and writes to `self.ca_file`."""
+
+    def __init__(self, binary: Path, workdir: Path, env: dict[str, str], *, tls: bool = False):
         self.stderr_path = workdir / "mock.stderr"
+        self.ca_file = workdir / "mock-ca.pem" if tls else None
+        args = [str(binary), "--addr", "127.0.0.1:0"]
+        if self.ca_file:
+            args += ["--tls", str(self.ca_file)]
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                [str(binary), "--addr", "127.0.0.1:0"],
+                args,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 env=env,
@@ -295,7 +311,9 @@ class MockUpstream:
             line = self._first_line()
             match = re.fullmatch(r"listening on (127\.0\.0\.1:\d+)", line)
             assert match, f"unexpected first line from aigw-mock: {line!r}"
-            self.url = f"http://{match.group(1)}"
+            port = match.group(1).rsplit(":", 1)[1]
+            # The certificate names `localhost`, not the address.
+            self.url = f"https://localhost:{port}" if tls else f"http://{match.group(1)}"
         except BaseException:
             self.stop()
             raise
@@ -321,7 +339,7 @@ class MockUpstream:
 
     def requests(self) -> list[dict]:
         """Every request the mock recorded (the last 1024), oldest first."""
-        resp = http_request("GET", f"{self.url}/__mock/requests")
+        resp = http_request("GET", f"{self.url}/__mock/requests", ca_file=self.ca_file)
         assert resp.status == 200, resp
         return resp.json()
 

@@ -192,7 +192,7 @@ pub struct StreamStalled(pub Duration);
 /// arrive, tees data into the exchange's log capture, and ends the exchange when the stream ends,
 /// fails or stalls. Dropping it (client gone) drops the upstream body, which cancels the request.
 pub struct TeeBody {
-    inner: reqwest::Body,
+    inner: hyper::body::Incoming,
     guard: Option<ExchangeGuard>,
     /// The cache write under way, and what it holds back: the last frame, or (`None`) the
     /// end of the body.
@@ -204,7 +204,7 @@ pub struct TeeBody {
 
 impl TeeBody {
     /// Relay `inner`, failing it if the upstream stays silent for `idle_timeout`.
-    pub fn new(inner: reqwest::Body, guard: ExchangeGuard, idle_timeout: Duration) -> Self {
+    pub fn new(inner: hyper::body::Incoming, guard: ExchangeGuard, idle_timeout: Duration) -> Self {
         Self {
             inner,
             guard: Some(guard),

@@ -90,9 +90,9 @@ pub enum EdgeBuildError {
     /// A provider override is invalid (config validation normally catches this first).
     #[error(transparent)]
     Provider(#[from] CatalogError),
-    /// The upstream HTTP client could not be created (TLS setup).
-    #[error("cannot create the upstream HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    /// The upstream clients' TLS could not be set up.
+    #[error("cannot set up TLS for upstream connections: {0}")]
+    Tls(String),
     /// `proxy.upstream_ca_file` could not be read or holds no usable certificate.
     #[error("proxy.upstream_ca_file: {path}: {reason}")]
     UpstreamCa {

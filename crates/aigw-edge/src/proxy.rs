@@ -340,17 +340,16 @@ pub(crate) async fn forward(edge: &EdgeState, mut f: Forward) -> Result<Response
         guard.fill_cache(fill);
     }
     let (provider, echo, timeout) = (f.provider, f.echo, f.timeout);
+    let uri = http::Uri::try_from(std::mem::take(&mut f.url)).map_err(|e| {
+        EdgeError::MalformedPath(format!("cannot build upstream URL: {}", root_cause(&e)))
+    })?;
+    let mut upstream_req = http::Request::new(http_body_util::Full::new(f.body));
+    *upstream_req.method_mut() = f.method.clone();
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = f.headers;
     let client = edge.upstream.next();
-    let upstream_req = client
-        .request(f.method.clone(), &f.url)
-        .headers(f.headers)
-        .body(f.body)
-        .build()
-        .map_err(|e| {
-            EdgeError::MalformedPath(format!("cannot build upstream URL: {}", root_cause(&e)))
-        })?;
 
-    let upstream = match tokio::time::timeout(timeout, client.execute(upstream_req)).await {
+    let upstream = match tokio::time::timeout(timeout, client.request(upstream_req)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             edge.metrics.upstream_error(&provider.slug, "unreachable");
@@ -394,7 +393,6 @@ pub(crate) async fn forward(edge: &EdgeState, mut f: Forward) -> Result<Response
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     guard.response_head(status.as_u16(), content_type.as_deref(), streamed);
 
-    let upstream: http::Response<reqwest::Body> = upstream.into();
     let (up_parts, up_body) = upstream.into_parts();
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
@@ -545,8 +543,8 @@ fn copy_response_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     }
 }
 
-/// The innermost cause of an error, which for reqwest names the actual failure (connection
-/// refused, reset) without the URL — URLs may carry credentials in their query.
+/// The innermost cause of an error, which for the upstream client names the actual failure
+/// (connection refused, reset) without the URL — URLs may carry credentials in their query.
 pub(crate) fn root_cause(err: &(dyn StdError + 'static)) -> String {
     error_chain(err)
         .last()
