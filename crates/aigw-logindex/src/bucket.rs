@@ -1,16 +1,21 @@
-//! Buckets: everything under one key prefix whose ids share a millisecond, in a few sled keys.
+//! Buckets: everything under one key prefix whose ids share a time span, in a few sled keys.
 //!
 //! A row or an index posting used to be one sled key each, and sled's cost is mostly per key:
 //! every insert walks the tree, copies a node and, with ids arriving in order, splits a leaf
-//! every eight inserts. So entries are grouped by the millisecond of their id (a ULID's first
-//! six bytes) into a *bucket*, stored as numbered *chunks*:
+//! every eight inserts. So entries are grouped by the time of their id (a ULID's first six
+//! bytes, milliseconds) into a *bucket*, stored as numbered *chunks*:
 //!
 //! ```text
-//! prefix | ms(6) | chunk(2)  →  entry*      entry = rand(10) | len varint | payload
+//! prefix | ms(6) | chunk(2)  →  entry*      entry = tail | len varint | payload
 //! ```
 //!
-//! `rand` is the rest of the id. Within a bucket the chunks, read in key order, hold the entries
-//! sorted by `rand` — so a range of keys read forwards or backwards yields ids in order — and
+//! A bucket spans one millisecond for rows (`R`) and [`POSTING_SPAN_MS`] for index postings
+//! (`J`): a posting is a dozen bytes, so a millisecond's postings of one value made a key
+//! each of a few hundred bytes, half the keys an insert wrote. `ms` is the span's first
+//! millisecond, and `tail` is the rest of the id: its last ten bytes for rows; for postings its
+//! last eleven, whose first byte carries the millisecond within the span. Within a bucket the
+//! chunks, read in key order, hold the entries sorted by tail — so by id, and a range of keys
+//! read forwards or backwards yields ids in order — and
 //! every chunk but the last holds at least [`CHUNK_BYTES`]. A write rebuilds each bucket it
 //! touches from its stored chunks and its edits, and stores only the chunks that changed: ids
 //! mostly arrive in order, so a batch appends new buckets and rewrites at most the one it
@@ -27,29 +32,56 @@ use crate::index::IndexError;
 
 /// Width of the millisecond part of an id.
 pub const MS_LEN: usize = 6;
-/// Width of the rest of an id.
-pub const RAND_LEN: usize = 16 - MS_LEN;
 /// Width of a chunk number.
 const CHUNK_NO_LEN: usize = 2;
 /// A chunk is closed once it holds this many bytes; the next entry starts a new one.
 pub const CHUNK_BYTES: usize = 4096;
+/// Milliseconds a bucket of index postings spans (a power of two up to 256: the millisecond
+/// within the span is in the id's sixth byte, the first of a posting's tail).
+pub const POSTING_SPAN_MS: u64 = 16;
 
-/// The part of an id after its millisecond.
-pub type Rand = [u8; RAND_LEN];
+/// How the entries under one prefix are bucketed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    /// Milliseconds per bucket (a power of two).
+    ms: u64,
+    /// Where an entry's tail begins in its id's bytes.
+    tail_at: usize,
+}
+
+/// Rows: a bucket per millisecond, tails of ten bytes.
+const ROW_SPAN: Span = Span {
+    ms: 1,
+    tail_at: MS_LEN,
+};
+/// Index postings: a bucket per [`POSTING_SPAN_MS`], tails of eleven bytes.
+const POSTING_SPAN: Span = Span {
+    ms: POSTING_SPAN_MS,
+    tail_at: MS_LEN - 1,
+};
+
+/// The span of the entries under a prefix (or chunk key) starting with `key`'s tag.
+fn span_of(key: &[u8]) -> Span {
+    if key.first() == Some(&crate::keys::INDEX) {
+        POSTING_SPAN
+    } else {
+        ROW_SPAN
+    }
+}
+
+impl Span {
+    /// The bucket (its first millisecond) of `id`.
+    fn bucket(self, id: Ulid) -> u64 {
+        id.timestamp_ms() & !(self.ms - 1)
+    }
+}
 
 /// `prefix | ms` — the bucket of `id` under `prefix`.
 pub fn bucket_key(prefix: &[u8], id: Ulid) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + MS_LEN + CHUNK_NO_LEN);
     key.extend_from_slice(prefix);
-    key.extend_from_slice(&id.to_bytes()[..MS_LEN]);
+    key.extend_from_slice(&span_of(prefix).bucket(id).to_be_bytes()[8 - MS_LEN..]);
     key
-}
-
-/// The rest of `id` after its millisecond.
-pub fn rand_of(id: Ulid) -> Rand {
-    let mut rand = [0; RAND_LEN];
-    rand.copy_from_slice(&id.to_bytes()[MS_LEN..]);
-    rand
 }
 
 fn chunk_key(bucket: &[u8], n: u16) -> Vec<u8> {
@@ -71,27 +103,36 @@ fn corrupt(key: &[u8], reason: &str) -> IndexError {
     }
 }
 
-/// The entries of one chunk: each entry's rand and where its payload is.
-fn parse(key: &[u8], chunk: &[u8]) -> Result<Vec<(Rand, Range<usize>)>, IndexError> {
+/// The entries of one chunk `key`: each entry's id and where its payload is.
+fn parse(key: &[u8], chunk: &[u8]) -> Result<Vec<(Ulid, Range<usize>)>, IndexError> {
+    let span = span_of(key);
+    let ms = key
+        .len()
+        .checked_sub(MS_LEN + CHUNK_NO_LEN)
+        .map(|at| &key[at..at + MS_LEN])
+        .ok_or_else(|| corrupt(key, "chunk key too short"))?;
+    let mut id = [0; 16];
+    id[..span.tail_at].copy_from_slice(&ms[..span.tail_at]);
+    let tail_len = 16 - span.tail_at;
     let mut out = Vec::new();
     let mut at = 0;
     while at < chunk.len() {
-        let rand: Rand = chunk
-            .get(at..at + RAND_LEN)
-            .and_then(|r| r.try_into().ok())
+        let tail = chunk
+            .get(at..at + tail_len)
             .ok_or_else(|| corrupt(key, "chunk entry cut short"))?;
-        let mut rest = &chunk[at + RAND_LEN..];
+        id[span.tail_at..].copy_from_slice(tail);
+        let mut rest = &chunk[at + tail_len..];
         let before = rest.len();
         let len = prost::encoding::decode_varint(&mut rest)
             .ok()
             .and_then(|l| usize::try_from(l).ok())
             .ok_or_else(|| corrupt(key, "bad entry length"))?;
-        let start = at + RAND_LEN + (before - rest.len());
+        let start = at + tail_len + (before - rest.len());
         let end = start
             .checked_add(len)
             .filter(|end| *end <= chunk.len())
             .ok_or_else(|| corrupt(key, "entry runs past its chunk"))?;
-        out.push((rand, start..end));
+        out.push((Ulid::from_bytes(id), start..end));
         at = end;
     }
     Ok(out)
@@ -129,24 +170,14 @@ pub fn chunk_entries(
     chunk: IVec,
     descending: bool,
 ) -> Result<impl Iterator<Item = Entry> + use<>, IndexError> {
-    let ms = key
-        .len()
-        .checked_sub(MS_LEN + CHUNK_NO_LEN)
-        .map(|at| &key[at..at + MS_LEN])
-        .ok_or_else(|| corrupt(key, "chunk key too short"))?;
-    let mut id = [0; 16];
-    id[..MS_LEN].copy_from_slice(ms);
     let mut entries = parse(key, &chunk)?;
     if descending {
         entries.reverse();
     }
-    Ok(entries.into_iter().map(move |(rand, payload)| {
-        id[MS_LEN..].copy_from_slice(&rand);
-        Entry {
-            id: Ulid::from_bytes(id),
-            chunk: chunk.clone(),
-            payload,
-        }
+    Ok(entries.into_iter().map(move |(id, payload)| Entry {
+        id,
+        chunk: chunk.clone(),
+        payload,
     }))
 }
 
@@ -274,6 +305,7 @@ impl Buckets {
     /// Add to `batch` the chunk writes and removals that carry out these changes.
     pub fn write(self, tree: &Tree, batch: &mut sled::Batch) -> Result<(), IndexError> {
         for (prefix, edits) in &self.edits {
+            let span = span_of(prefix);
             let mut rest = edits.iter().peekable();
             while let Some(first) = rest.next() {
                 let mut run = vec![first];
@@ -290,13 +322,15 @@ impl Buckets {
                     only_chunks(tree.range(scan), prefix.len()).collect::<Result<_, _>>()?;
                 // Stored chunks and edited buckets are both in key order: one pass over each.
                 let mut stored = stored.iter().peekable();
-                for bucket_edits in run.chunk_by(|(a, _), (b, _)| same_ms(**a, **b)) {
+                for bucket_edits in
+                    run.chunk_by(|(a, _), (b, _)| span.bucket(**a) == span.bucket(**b))
+                {
                     let bucket = bucket_key(prefix, *bucket_edits[0].0);
                     while stored.next_if(|(key, _)| key[..] < bucket[..]).is_some() {}
                     let chunks: Vec<&(IVec, IVec)> =
                         std::iter::from_fn(|| stored.next_if(|(key, _)| key.starts_with(&bucket)))
                             .collect();
-                    write_bucket(&bucket, &chunks, bucket_edits, batch)?;
+                    write_bucket(&bucket, span, &chunks, bucket_edits, batch)?;
                 }
             }
         }
@@ -304,41 +338,37 @@ impl Buckets {
     }
 }
 
-fn same_ms(a: Ulid, b: Ulid) -> bool {
-    a.timestamp_ms() == b.timestamp_ms()
-}
-
 /// Adds to `batch` what rewrites `bucket` (stored as `stored`) with `edits` (of its ids, in
 /// order): the chunks that change, and removals of chunks no longer needed.
 fn write_bucket(
     bucket: &[u8],
+    span: Span,
     stored: &[&(IVec, IVec)],
     edits: &[(&Ulid, &Option<Vec<u8>>)],
     batch: &mut sled::Batch,
 ) -> Result<(), IndexError> {
-    let mut entries: Vec<(Rand, &[u8])> = Vec::new();
+    let mut entries: Vec<(Ulid, &[u8])> = Vec::new();
     for (key, chunk) in stored.iter().copied() {
         entries.extend(
             parse(key, chunk)?
                 .into_iter()
-                .map(|(rand, payload)| (rand, &chunk[payload])),
+                .map(|(id, payload)| (id, &chunk[payload])),
         );
     }
-    // Both sides are sorted by rand: merged, an edit replacing or removing its stored entry.
+    // Both sides are sorted by id: merged, an edit replacing or removing its stored entry.
     let mut merged = Vec::with_capacity(entries.len() + edits.len());
     let mut stored_entries = entries.into_iter().peekable();
-    for (id, edit) in edits {
-        let rand = rand_of(**id);
-        while let Some(entry) = stored_entries.next_if(|(r, _)| *r < rand) {
+    for &(&id, edit) in edits {
+        while let Some(entry) = stored_entries.next_if(|(stored, _)| *stored < id) {
             merged.push(entry);
         }
-        stored_entries.next_if(|(r, _)| *r == rand);
+        stored_entries.next_if(|(stored, _)| *stored == id);
         if let Some(payload) = edit {
-            merged.push((rand, payload.as_slice()));
+            merged.push((id, payload.as_slice()));
         }
     }
     merged.extend(stored_entries);
-    let chunks = rechunk(&merged);
+    let chunks = rechunk(span, &merged);
     for (n, chunk) in chunks.iter().enumerate() {
         let key = chunk_key(bucket, n as u16);
         let unchanged = stored
@@ -360,12 +390,13 @@ fn write_bucket(
     Ok(())
 }
 
-/// Sorted entries cut into chunks of at least [`CHUNK_BYTES`] (the last one excepted).
-fn rechunk(entries: &[(Rand, &[u8])]) -> Vec<Vec<u8>> {
+/// Sorted entries of one bucket cut into chunks of at least [`CHUNK_BYTES`] (the last one
+/// excepted).
+fn rechunk(span: Span, entries: &[(Ulid, &[u8])]) -> Vec<Vec<u8>> {
     let mut chunks = Vec::new();
     let mut chunk = Vec::new();
-    for (rand, payload) in entries {
-        chunk.extend_from_slice(rand);
+    for (id, payload) in entries {
+        chunk.extend_from_slice(&id.to_bytes()[span.tail_at..]);
         prost::encoding::encode_varint(payload.len() as u64, &mut chunk);
         chunk.extend_from_slice(payload);
         // The last possible chunk number takes everything left.
@@ -510,5 +541,51 @@ mod tests {
             })
             .collect();
         assert_eq!(stored, expected);
+    }
+
+    #[test]
+    fn postings_share_a_bucket_per_span_and_keep_their_exact_ids() {
+        let (_dir, tree) = tree();
+        let prefix = [&[crate::keys::INDEX][..], b"-prefix"].concat();
+        // Two entries in each of 40 milliseconds, from the middle of a span.
+        let ids: Vec<Ulid> = (8..48u64)
+            .flat_map(|ms| {
+                [
+                    Ulid::from_parts(ms, 2),
+                    Ulid::from_parts(ms, u128::MAX >> 48),
+                ]
+            })
+            .collect();
+        let mut buckets = Buckets::default();
+        for id in ids.iter().rev() {
+            buckets.edit(&prefix, *id, Some(Vec::new()));
+        }
+        write(&tree, buckets);
+        // Spans 0–15, 16–31, 32–47: a key each.
+        let keys: Vec<IVec> = tree.iter().keys().map(Result::unwrap).collect();
+        assert_eq!(keys.len(), 3);
+        for (key, first_ms) in keys.iter().zip([0u64, 16, 32]) {
+            assert_eq!(
+                key[..],
+                chunk_key(&bucket_key(&prefix, Ulid::from_parts(first_ms, 0)), 0)
+            );
+        }
+        let forwards: Vec<Ulid> = range(&tree, &prefix, Ulid(0), Ulid(u128::MAX), false)
+            .map(|e| e.unwrap().id)
+            .collect();
+        assert_eq!(forwards, ids);
+        let backwards: Vec<Ulid> = range(&tree, &prefix, ids[5], ids[50], true)
+            .map(|e| e.unwrap().id)
+            .collect();
+        assert_eq!(
+            backwards,
+            ids[5..=50].iter().rev().copied().collect::<Vec<_>>()
+        );
+        assert!(get(&tree, &prefix, ids[33]).unwrap().is_some());
+        assert!(
+            get(&tree, &prefix, Ulid::from_parts(20, 3))
+                .unwrap()
+                .is_none()
+        );
     }
 }

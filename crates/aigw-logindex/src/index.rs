@@ -49,9 +49,10 @@ type IdSource = std::iter::Peekable<Box<dyn Iterator<Item = Result<Ulid, IndexEr
 /// Rows deleted per atomic batch when a whole gateway goes.
 const DELETE_CHUNK: usize = 10_000;
 
-/// The layout version stored under [`keys::LAYOUT`]: 2 since rows and postings are grouped
-/// into buckets ([`bucket`]); before, every row and posting was a key of its own.
-const LAYOUT_VERSION: u8 = 2;
+/// The layout version stored under [`keys::LAYOUT`]: 3 since index postings are bucketed by
+/// 16 ms under their own tag; 2 when rows and postings were grouped into buckets of a
+/// millisecond ([`bucket`]); before, every row and posting was a key of its own.
+const LAYOUT_VERSION: u8 = 3;
 /// Length of a row key as written before buckets: `R | gw | id(16)`.
 const LEGACY_ROW_KEY_LEN: usize = 1 + GW_LEN + 16;
 /// The smallest and the largest id.
@@ -159,15 +160,25 @@ impl Changes {
 
     /// Stores row `id` as `stored` with its index postings, or removes them all (`None`).
     fn edit_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Option<Vec<u8>>, row: &RowFields) {
+        let posted = stored.is_some();
+        self.key.clear();
+        push_row_prefix(&mut self.key, gw);
+        self.buckets.edit(&self.key, id, stored);
+        self.edit_postings(gw, id, posted, row);
+    }
+
+    /// Posts row `id` under every value it is indexed by, leaving the row itself alone.
+    fn post_row(&mut self, gw: &GatewayKey, id: Ulid, row: &RowFields) {
+        self.edit_postings(gw, id, true, row);
+    }
+
+    /// Adds (`posted`) or removes the index postings of row `id`.
+    fn edit_postings(&mut self, gw: &GatewayKey, id: Ulid, posted: bool, row: &RowFields) {
         let Self { buckets, key, .. } = self;
-        let posting = stored.as_ref().map(|_| Vec::new());
-        key.clear();
-        push_row_prefix(key, gw);
-        buckets.edit(key, id, stored);
         for_each_posting(row, |field, value| {
             key.clear();
             push_index_prefix(key, gw, field, value);
-            buckets.edit(key, id, posting.clone());
+            buckets.edit(key, id, posted.then(Vec::new));
         });
     }
 
@@ -434,9 +445,70 @@ impl LogIndex {
         let layout = index.tree.get([keys::LAYOUT])?;
         if layout.as_deref() != Some(&[LAYOUT_VERSION][..]) {
             index.migrate_legacy_rows()?;
+            index.rebuild_postings()?;
             index.tree.insert([keys::LAYOUT], &[LAYOUT_VERSION][..])?;
         }
         Ok(index)
+    }
+
+    /// Drops the index postings of earlier layouts and of an interrupted rebuild, then posts
+    /// every stored row again, a chunk of rows per atomic batch. Counters are unchanged: the
+    /// rows are the same. Until the layout version is written at the end, a crash midway
+    /// just starts it over on the next open.
+    fn rebuild_postings(&self) -> Result<(), IndexError> {
+        let started = std::time::Instant::now();
+        for tag in [keys::LEGACY_INDEX, keys::INDEX] {
+            loop {
+                let mut batch = Batch::default();
+                let mut dropped = 0;
+                for key in self.tree.scan_prefix([tag]).keys().take(DELETE_CHUNK) {
+                    batch.remove(key?);
+                    dropped += 1;
+                }
+                if dropped == 0 {
+                    break;
+                }
+                self.tree.apply_batch(batch)?;
+            }
+        }
+        let mut from = vec![keys::ROW];
+        let mut posted = 0;
+        loop {
+            let mut changes = Changes::default();
+            let mut rows = 0;
+            for item in self.tree.range(from.clone()..) {
+                let (key, value) = item?;
+                if key.first() != Some(&keys::ROW) || rows >= DELETE_CHUNK {
+                    break;
+                }
+                from = key.to_vec();
+                from.push(0);
+                let Some(gw) = gateway_of(&key) else {
+                    continue;
+                };
+                for entry in stored_rows(&key, value)? {
+                    let row = WireRow::parse(entry.payload()).map_err(|e| IndexError::Corrupt {
+                        key: format!("row {}", entry.id),
+                        reason: e.to_string(),
+                    })?;
+                    changes.post_row(&gw, entry.id, &row.fields);
+                    rows += 1;
+                }
+            }
+            if rows == 0 {
+                break;
+            }
+            posted += rows;
+            changes.commit(&self.tree)?;
+        }
+        if posted > 0 {
+            tracing::info!(
+                rows = posted,
+                elapsed_ms = started.elapsed().as_millis(),
+                "rebuilt the log index postings in 16 ms buckets"
+            );
+        }
+        Ok(())
     }
 
     /// Moves rows stored one key per row, with one key per index posting, into buckets, a
@@ -463,12 +535,9 @@ impl LogIndex {
                 let mut row = decode_row(entry.id, entry.payload(), "", "")?;
                 let stored = encode_row(&mut row);
                 let fields = RowFields::from(&row);
+                // Its key-per-posting entries go with every legacy posting, in
+                // `rebuild_postings`.
                 changes.batch.remove(key.clone());
-                for_each_posting(&fields, |field, value| {
-                    let mut posting = index_prefix(&gw, field, value);
-                    posting.extend_from_slice(&entry.id.to_bytes());
-                    changes.batch.remove(posting);
-                });
                 changes.put_row(&gw, entry.id, stored, &fields);
                 moved += 1;
             }
@@ -1214,12 +1283,10 @@ mod tests {
     use super::*;
     use aigw_proto::shard::{Filter, FilterOperator, FilterValue, LogQuery, filter_value};
 
-    /// Rows written by the first layout — a key per row, `R | gw | id`, and a key per posting,
-    /// `I | gw | field | value | id` — are moved into buckets when the index is opened.
-    #[test]
-    fn rows_of_the_key_per_row_layout_move_into_buckets_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
+    /// Thirty rows of gateway `a`/`g` (models `even` and `odd`, four to a millisecond), stored
+    /// as the first layout stored them: a key per row, `R | gw | id`, and a key per posting,
+    /// `I | gw | field | value | id`.
+    fn first_layout_rows(tree: &Tree) -> Vec<LogRecord> {
         let gw = gateway_key("a", "g");
         let mut legacy = Changes::default();
         let rows: Vec<LogRecord> = (0..30u64)
@@ -1244,22 +1311,21 @@ mod tests {
             let fields = RowFields::from(row);
             for_each_posting(&fields, |field, value| {
                 let mut posting = index_prefix(&gw, field, value);
+                posting[0] = keys::LEGACY_INDEX;
                 posting.extend_from_slice(&id.to_bytes());
                 legacy.batch.insert(posting, &[][..]);
             });
             legacy.count_row(&gw, &fields, 1);
         }
         legacy.batch.insert(owner_key(&gw), owner_value("a", "g"));
-        legacy.commit(&tree).unwrap();
+        legacy.commit(tree).unwrap();
+        rows
+    }
 
+    /// The index holds `rows` in the current layout: all counted, found by a filter on
+    /// their model, and opening it again changes nothing.
+    fn assert_current_layout_holds(tree: &Tree, rows: &[LogRecord]) {
         let index = LogIndex::open(tree.clone()).unwrap();
-        let per_row_keys = tree
-            .iter()
-            .keys()
-            .map(Result::unwrap)
-            .filter(|k| k.ends_with(&rows[3].id))
-            .count();
-        assert_eq!(per_row_keys, 0, "no key of the first layout is left");
         assert_eq!(index.footprint().unwrap().rows, 30);
         assert_eq!(index.count("a", "g", Field::All, b"").unwrap(), 30);
         let odd = CompiledQuery::compile(&LogQuery {
@@ -1283,9 +1349,59 @@ mod tests {
             tree.get([keys::LAYOUT]).unwrap().as_deref(),
             Some(&[LAYOUT_VERSION][..])
         );
-        // Opening again finds nothing to move.
+        assert_eq!(
+            tree.scan_prefix([keys::LEGACY_INDEX]).count(),
+            0,
+            "no posting of an earlier layout is left"
+        );
         let before: Vec<_> = tree.iter().map(Result::unwrap).collect();
         LogIndex::open(tree.clone()).unwrap();
         assert_eq!(tree.iter().map(Result::unwrap).collect::<Vec<_>>(), before);
+    }
+
+    /// The first layout's rows are moved into buckets, and its postings rebuilt, on open.
+    #[test]
+    fn rows_of_the_key_per_row_layout_move_into_buckets_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
+        let rows = first_layout_rows(&tree);
+        LogIndex::open(tree.clone()).unwrap();
+        let per_row_keys = tree
+            .iter()
+            .keys()
+            .map(Result::unwrap)
+            .filter(|k| k.ends_with(&rows[3].id))
+            .count();
+        assert_eq!(per_row_keys, 0, "no key of the first layout is left");
+        assert_current_layout_holds(&tree, &rows);
+    }
+
+    /// Postings of layout 2 (`I`, a bucket per millisecond) are dropped and the rows posted
+    /// again in buckets of 16 ms, on open.
+    #[test]
+    fn postings_of_millisecond_buckets_are_rebuilt_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
+        let rows = first_layout_rows(&tree);
+        LogIndex::open(tree.clone()).unwrap();
+        let postings: Vec<(IVec, IVec)> = tree
+            .scan_prefix([keys::INDEX])
+            .map(Result::unwrap)
+            .collect();
+        // The rows' 8 milliseconds are in one 16 ms bucket: a key per posted value.
+        assert_eq!(postings.len(), 3, "openai, even, odd");
+        // As layout 2 left it: postings under `I`, some of them stale, none under `J`.
+        let mut v2 = Batch::default();
+        for (key, value) in postings {
+            let mut legacy = key.to_vec();
+            legacy[0] = keys::LEGACY_INDEX;
+            v2.insert(legacy.clone(), value);
+            legacy.push(0);
+            v2.insert(legacy, &b"stale"[..]);
+            v2.remove(key);
+        }
+        v2.insert(&[keys::LAYOUT][..], &[2][..]);
+        tree.apply_batch(v2).unwrap();
+        assert_current_layout_holds(&tree, &rows);
     }
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! G | gw(8)                                     → len account, gateway  the names behind `gw`
 //! R | gw(8) | ms(6) | chunk(2)                  → rows (LogRecord, prost) of one millisecond
-//! I | gw(8) | field(1) | len value | ms(6) | chunk(2) → postings (ids) of one value, one ms
+//! J | gw(8) | field(1) | len value | ms(6) | chunk(2) → postings (ids) of one value, 16 ms
 //! C | gw(8) | field(1) | len value              → u64 count (big-endian)  counters per value
 //! P | gw(8) | pack(8)                           → u64 count (big-endian)  live rows per pack
 //! T | gw(8)                                     → i64 ms (big-endian)   gateway deleted at
@@ -32,7 +32,10 @@ use ulid::Ulid;
 /// Tag of row keys.
 pub const ROW: u8 = b'R';
 /// Tag of secondary-index keys.
-pub const INDEX: u8 = b'I';
+pub const INDEX: u8 = b'J';
+/// Tag of secondary-index keys as layouts before 3 wrote them (buckets of one millisecond, or
+/// a key per posting); dropped, and the postings rebuilt, when such a tree is opened.
+pub const LEGACY_INDEX: u8 = b'I';
 /// Tag of counter keys.
 pub const COUNTER: u8 = b'C';
 /// Tag of the entry naming the (account, gateway) behind a gateway prefix.
