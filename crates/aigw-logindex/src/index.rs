@@ -471,36 +471,16 @@ impl LogIndex {
                 self.tree.apply_batch(batch)?;
             }
         }
-        let mut from = vec![keys::ROW];
-        let mut posted = 0;
-        loop {
-            let mut changes = Changes::default();
-            let mut rows = 0;
-            for item in self.tree.range(from.clone()..) {
-                let (key, value) = item?;
-                if key.first() != Some(&keys::ROW) || rows >= DELETE_CHUNK {
-                    break;
-                }
-                from = key.to_vec();
-                from.push(0);
-                let Some(gw) = gateway_of(&key) else {
-                    continue;
-                };
-                for entry in stored_rows(&key, value)? {
-                    let row = WireRow::parse(entry.payload()).map_err(|e| IndexError::Corrupt {
-                        key: format!("row {}", entry.id),
-                        reason: e.to_string(),
-                    })?;
-                    changes.post_row(&gw, entry.id, &row.fields);
-                    rows += 1;
-                }
+        let posted = self.rewrite_row_keys(|changes, key, value| {
+            let Some(gw) = gateway_of(&key) else {
+                return Ok(0);
+            };
+            let entries = stored_rows(&key, value)?;
+            for entry in &entries {
+                changes.post_row(&gw, entry.id, &read_stored(entry)?.fields);
             }
-            if rows == 0 {
-                break;
-            }
-            posted += rows;
-            changes.commit(&self.tree)?;
-        }
+            Ok(entries.len())
+        })?;
         if posted > 0 {
             tracing::info!(
                 rows = posted,
@@ -515,35 +495,50 @@ impl LogIndex {
     /// chunk of rows per atomic batch (so a crash midway leaves every row in one layout or the
     /// other, and the next open goes on). Counters are unchanged: the rows are the same.
     fn migrate_legacy_rows(&self) -> Result<(), IndexError> {
+        self.rewrite_row_keys(|changes, key, value| {
+            if key.len() != LEGACY_ROW_KEY_LEN {
+                return Ok(0);
+            }
+            let (Some(gw), [entry]) = (gateway_of(&key), &stored_rows(&key, value)?[..]) else {
+                return Ok(0);
+            };
+            let mut row = decode_row(entry.id, entry.payload(), "", "")?;
+            let stored = encode_row(&mut row);
+            let fields = RowFields::from(&row);
+            // Its key-per-posting entries go with every legacy posting, in
+            // `rebuild_postings`.
+            changes.batch.remove(key.clone());
+            changes.put_row(&gw, entry.id, stored, &fields);
+            Ok(1)
+        })
+        .map(drop)
+    }
+
+    /// Calls `each` with every row key and value, in key order, committing its changes after
+    /// every [`DELETE_CHUNK`] rows it reports handled (so a layout change is applied a chunk per
+    /// atomic batch); returns how many rows it handled in all.
+    fn rewrite_row_keys(
+        &self,
+        mut each: impl FnMut(&mut Changes, IVec, IVec) -> Result<usize, IndexError>,
+    ) -> Result<usize, IndexError> {
         let mut from = vec![keys::ROW];
+        let mut total = 0;
         loop {
             let mut changes = Changes::default();
-            let mut moved = 0;
+            let mut rows = 0;
             for item in self.tree.range(from.clone()..) {
                 let (key, value) = item?;
-                if key.first() != Some(&keys::ROW) || moved == DELETE_CHUNK {
+                if key.first() != Some(&keys::ROW) || rows >= DELETE_CHUNK {
                     break;
                 }
                 from = key.to_vec();
                 from.push(0);
-                if key.len() != LEGACY_ROW_KEY_LEN {
-                    continue;
-                }
-                let (Some(gw), [entry]) = (gateway_of(&key), &stored_rows(&key, value)?[..]) else {
-                    continue;
-                };
-                let mut row = decode_row(entry.id, entry.payload(), "", "")?;
-                let stored = encode_row(&mut row);
-                let fields = RowFields::from(&row);
-                // Its key-per-posting entries go with every legacy posting, in
-                // `rebuild_postings`.
-                changes.batch.remove(key.clone());
-                changes.put_row(&gw, entry.id, stored, &fields);
-                moved += 1;
+                rows += each(&mut changes, key, value)?;
             }
-            if moved == 0 {
-                return Ok(());
+            if rows == 0 {
+                return Ok(total);
             }
+            total += rows;
             changes.commit(&self.tree)?;
         }
     }
@@ -1212,10 +1207,7 @@ impl LogIndex {
             let gw = gateway_of(&key).ok_or_else(|| corrupt("row key too short"))?;
             for entry in stored_rows(&key, value.into())? {
                 // Stored rows are in stored form already: read in place, kept as they are.
-                let row = WireRow::parse(entry.payload()).map_err(|e| IndexError::Corrupt {
-                    key: format!("row {}", entry.id),
-                    reason: e.to_string(),
-                })?;
+                let row = read_stored(&entry)?;
                 changes.add_row(&gw, entry.id, row.stored, &row.fields);
                 pending += 1;
             }
@@ -1264,6 +1256,14 @@ impl LogIndex {
             .iter()
             .all(|p| self.tree.scan_prefix(p).next().is_none()))
     }
+}
+
+/// A stored row read in place (its stored form is kept as it is).
+fn read_stored(entry: &Entry) -> Result<WireRow<'_>, IndexError> {
+    WireRow::parse(entry.payload()).map_err(|e| IndexError::Corrupt {
+        key: format!("row {}", entry.id),
+        reason: e.to_string(),
+    })
 }
 
 /// The rows stored under one row key, with their ids: a chunk of a bucket, or — as written
