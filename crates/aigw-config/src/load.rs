@@ -550,6 +550,17 @@ mod tests {
         assert!(msg.contains("`providers.nope.base_url`"), "{msg}");
         assert!(msg.contains("`proxy.max_body_bytes`"), "{msg}");
 
+        // The edge sends to what `http::Uri` parses: a host it cannot take fails here, at start.
+        let msg = invalid(load(
+            None,
+            &env(&[(
+                "AIGW_PROVIDERS__OPENAI__BASE_URL",
+                "https://bücher.example/v1",
+            )]),
+        ));
+        assert!(msg.contains("`providers.openai.base_url`"), "{msg}");
+        assert!(msg.contains("punycode"), "{msg}");
+
         for (head, ok) in [
             ("4096", false),
             ("8192", true),
