@@ -366,6 +366,16 @@ fn group_for_ignores_nodes() {
 }
 
 #[test]
+fn one_hashed_group_takes_every_gateway_as_the_hash_would() {
+    let map = ShardMap::plan(nodes([1]), 1, 1, V).expect("plan");
+    for (account, gateway) in gateways(100) {
+        let hashed = jump_consistent_hash(gateway_key(&account, &gateway), 1) + 1;
+        assert_eq!(map.group_for(&account, &gateway), hashed);
+        assert_eq!(hashed, 1);
+    }
+}
+
+#[test]
 fn invalid_inputs_are_rejected() {
     assert_eq!(
         ShardMap::plan(nodes(1..=2), 64, 3, V),
