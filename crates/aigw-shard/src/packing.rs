@@ -80,10 +80,9 @@ pub(crate) fn pack_batch(
         rows: Vec::with_capacity(entries.len()),
         packs: Vec::new(),
     };
-    let mut open: HashMap<(String, String), OpenPack> = HashMap::new();
-    let close = |(account, gateway): (String, String), pack: OpenPack| {
-        (pack_key(&account, &gateway, pack.id), pack.writer.finish())
-    };
+    // Open packs by account, then gateway: looked up by the row's own strings, so only a
+    // gateway's first row in the batch copies its names.
+    let mut open: HashMap<String, HashMap<String, OpenPack>> = HashMap::new();
     for entry in entries {
         let mut row = entry
             .record
@@ -98,11 +97,19 @@ pub(crate) fn pack_batch(
             batch.rows.push(row);
             continue;
         }
-        let names = (row.account_id.clone(), row.gateway_id.clone());
-        let pack = open.entry(names.clone()).or_insert_with(|| OpenPack {
-            id: ids.next(),
-            writer: PackWriter::new(codec),
-        });
+        let packs = match open.get_mut(row.account_id.as_str()) {
+            Some(packs) => packs,
+            None => open.entry(row.account_id.clone()).or_default(),
+        };
+        let pack = match packs.get_mut(row.gateway_id.as_str()) {
+            Some(pack) => pack,
+            None => packs
+                .entry(row.gateway_id.clone())
+                .or_insert_with(|| OpenPack {
+                    id: ids.next(),
+                    writer: PackWriter::new(codec),
+                }),
+        };
         let offset = pack.writer.len();
         let mut frame_len = |body: Option<Bytes>| -> Result<u64, BlobError> {
             body.map_or(Ok(0), |b| Ok(pack.writer.push(&b)?.len))
@@ -116,16 +123,24 @@ pub(crate) fn pack_batch(
             response_len,
         });
         if pack.writer.len() >= PACK_MAX_BYTES
-            && let Some(full) = open.remove(&names)
+            && let Some(full) = packs.remove(row.gateway_id.as_str())
         {
-            batch.packs.push(close(names, full));
+            batch
+                .packs
+                .push(close(&row.account_id, &row.gateway_id, full));
         }
         batch.rows.push(row);
     }
-    batch
-        .packs
-        .extend(open.into_iter().map(|(n, p)| close(n, p)));
+    for (account, packs) in open {
+        for (gateway, pack) in packs {
+            batch.packs.push(close(&account, &gateway, pack));
+        }
+    }
     Ok(batch)
+}
+
+fn close(account: &str, gateway: &str, pack: OpenPack) -> (String, Bytes) {
+    (pack_key(account, gateway, pack.id), pack.writer.finish())
 }
 
 #[cfg(test)]
