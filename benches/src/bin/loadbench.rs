@@ -51,12 +51,12 @@
 //! other's store work), but its CPU time is charged to the run that caused it. Each logging-off
 //! run checks that the store wrote nothing during it.
 //!
-//! Environment: `BENCH_SECS` (measured seconds per variant, default 5), `BENCH_WARMUP_SECS`
-//! (per variant, default 1), `BENCH_ROUNDS` (default 5), `BENCH_CONCURRENCY` (default 32),
+//! Environment: `BENCH_SECS` (measured seconds per variant, default 15), `BENCH_WARMUP_SECS`
+//! (per variant, default 3), `BENCH_ROUNDS` (default 15), `BENCH_CONCURRENCY` (default 32),
 //! `BENCH_STREAMS` (default 1000), `BENCH_CLIENT_THREADS` (default 1). With the defaults a run
-//! takes about a minute and a half: some 70 s of phases (the waits for the log store included),
-//! then up to half a minute removing the temporary directory (the first aigw's few hundred
-//! thousand body files).
+//! takes about three minutes (the waits for the log store included). Fifteen rounds of a second
+//! per variant, not five: on a shared VM one round's pair of runs can differ by 30 points or
+//! more, and the median of five still moved by ten from run to run.
 //!
 //! The load generator is built to cost as little CPU as possible, since on a 2-core machine
 //! every cycle it burns is taken from the mock and the gateway:
@@ -199,8 +199,8 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Result<Self> {
-        let secs: f64 = env_or("BENCH_SECS", 5.0)?;
-        let warmup: f64 = env_or("BENCH_WARMUP_SECS", 1.0)?;
+        let secs: f64 = env_or("BENCH_SECS", 15.0)?;
+        let warmup: f64 = env_or("BENCH_WARMUP_SECS", 3.0)?;
         let settings = Settings {
             duration: Duration::try_from_secs_f64(secs)
                 .context("BENCH_SECS must be a positive number")?,
@@ -208,7 +208,7 @@ impl Settings {
             concurrency: env_or("BENCH_CONCURRENCY", 32)?,
             streams: env_or("BENCH_STREAMS", 1000)?,
             client_threads: env_or("BENCH_CLIENT_THREADS", 1)?,
-            rounds: env_or("BENCH_ROUNDS", 5)?,
+            rounds: env_or("BENCH_ROUNDS", 15)?,
         };
         if settings.duration.is_zero()
             || settings.concurrency == 0
