@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aigw_providers::CustomCost;
 use aigw_types::{Metadata, MetadataValue};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::error::EdgeError;
 use crate::universal::{Backoff, check_attempts, check_delay};
@@ -60,6 +60,7 @@ pub struct Directives {
 impl Directives {
     /// Parse every control header, failing on the first unusable one.
     pub fn parse(headers: &HeaderMap) -> Result<Self, EdgeError> {
+        let headers = &ControlHeaders::of(headers);
         Ok(Self {
             metadata: match text(headers, "cf-aig-metadata")? {
                 Some(raw) => parse_metadata(raw)?,
@@ -86,7 +87,7 @@ impl Directives {
             request_timeout: text(headers, "cf-aig-request-timeout")?
                 .map(parse_timeout)
                 .transpose()?,
-            has_authorization: headers.contains_key("cf-aig-authorization"),
+            has_authorization: headers.get("cf-aig-authorization").is_some(),
             max_attempts: checked(headers, "cf-aig-max-attempts", check_attempts)?,
             retry_delay: checked(headers, "cf-aig-retry-delay", check_delay)?,
             backoff: text(headers, "cf-aig-backoff")?
@@ -128,8 +129,30 @@ fn parse_cache_key(value: &str) -> Result<String, EdgeError> {
 }
 
 /// A whole-number header, parsed and checked by `check` (whose message names the bound).
+/// A request's `cf-aig-*` headers, found in one pass over its header map. Most requests carry
+/// none or a few, and looking each of the directives up by name cost more than the pass: every
+/// `HeaderMap::get` by string validates and hashes the name.
+struct ControlHeaders<'h>(Vec<(&'h str, &'h HeaderValue)>);
+
+impl<'h> ControlHeaders<'h> {
+    fn of(headers: &'h HeaderMap) -> Self {
+        Self(
+            headers
+                .iter()
+                .filter(|(name, _)| name.as_str().starts_with(CONTROL_PREFIX))
+                .map(|(name, value)| (name.as_str(), value))
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`, as `HeaderMap::get` gives it.
+    fn get(&self, name: &str) -> Option<&'h HeaderValue> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+}
+
 fn checked<T>(
-    headers: &HeaderMap,
+    headers: &ControlHeaders<'_>,
     name: &'static str,
     check: impl Fn(u64) -> Result<T, String>,
 ) -> Result<Option<T>, EdgeError> {
@@ -146,7 +169,10 @@ fn checked<T>(
         .transpose()
 }
 
-fn text<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, EdgeError> {
+fn text<'h>(
+    headers: &ControlHeaders<'h>,
+    name: &'static str,
+) -> Result<Option<&'h str>, EdgeError> {
     headers
         .get(name)
         .map(|v| {
@@ -235,8 +261,6 @@ fn parse_metadata(raw: &str) -> Result<Metadata, EdgeError> {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -245,6 +269,26 @@ mod tests {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn directives_are_read_among_other_headers_first_value_first() {
+        let mut h = headers(&[
+            ("authorization", "Bearer sk"),
+            ("content-type", "application/json"),
+            ("cf-aig-authorization", "Bearer gw"),
+        ]);
+        h.append("cf-aig-collect-log", HeaderValue::from_static("false"));
+        h.append("cf-aig-collect-log", HeaderValue::from_static("true"));
+        let d = Directives::parse(&h).unwrap();
+        assert_eq!(d.collect_log, Some(false));
+        assert!(d.has_authorization);
+        assert!(d.collect_payload);
+
+        let none = Directives::parse(&headers(&[("authorization", "Bearer sk")])).unwrap();
+        assert_eq!(none.collect_log, None);
+        assert!(!none.has_authorization);
+        assert!(none.metadata.is_empty());
     }
 
     #[test]
