@@ -128,7 +128,6 @@ fn parse_cache_key(value: &str) -> Result<String, EdgeError> {
     Ok(value.to_owned())
 }
 
-/// A whole-number header, parsed and checked by `check` (whose message names the bound).
 /// A request's `cf-aig-*` headers, found in one pass over its header map. Most requests carry
 /// none or a few, and looking each of the directives up by name cost more than the pass: every
 /// `HeaderMap::get` by string validates and hashes the name.
@@ -151,6 +150,7 @@ impl<'h> ControlHeaders<'h> {
     }
 }
 
+/// A whole-number header, parsed and checked by `check` (whose message names the bound).
 fn checked<T>(
     headers: &ControlHeaders<'_>,
     name: &'static str,
