@@ -56,7 +56,7 @@
 //! `BENCH_STREAMS` (default 1000), `BENCH_CLIENT_THREADS` (default 1). With the defaults a run
 //! takes about three minutes (the waits for the log store included). Fifteen rounds of a second
 //! per variant, not five: on a shared VM one round's pair of runs can differ by 30 points or
-//! more, and the median of five still moved by ten from run to run.
+//! more, and the median of five moved by 18 points between two runs of one binary.
 //!
 //! The load generator is built to cost as little CPU as possible, since on a 2-core machine
 //! every cycle it burns is taken from the mock and the gateway:
