@@ -5,6 +5,7 @@
 //! - `{path_segment}`: consumes the first segment of the upstream path (Azure OpenAI's resource
 //!   name, which selects the host).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -183,27 +184,41 @@ fn validate_custom_slug(slug: &str) -> Result<(), CatalogError> {
 }
 
 fn validate_base_url(slug: &str, base_url: &str) -> Result<(), CatalogError> {
-    let bad = || CatalogError::BadBaseUrl {
-        slug: slug.to_owned(),
-        url: base_url.to_owned(),
-    };
-    let rest = base_url
-        .strip_prefix("http://")
-        .or_else(|| base_url.strip_prefix("https://"))
-        .ok_or_else(bad)?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
-        return Err(bad());
-    }
     // The edge sends to what `http::Uri` parses, which takes no IDNA step: a host outside
     // ASCII would fail every request, so it fails here, at start, instead. The placeholders
     // are filled the way a request fills them.
-    let filled = base_url
-        .replace("{account_id}", "account")
-        .replace("{path_segment}", "segment");
-    match filled.parse::<http::Uri>() {
-        Ok(uri) if uri.authority().is_some() => Ok(()),
-        _ => Err(bad()),
+    let filled = fill_placeholders(base_url, "account", "segment");
+    let sendable = filled.parse::<http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some_and(|host| !host.is_empty())
+            && uri.query().is_none()
+    });
+    // `Uri` drops a fragment without a word; the request path would be cut there.
+    if sendable && !base_url.contains('#') {
+        Ok(())
+    } else {
+        Err(CatalogError::BadBaseUrl {
+            slug: slug.to_owned(),
+            url: base_url.to_owned(),
+        })
+    }
+}
+
+/// The `{account_id}` placeholder of a base URL.
+const ACCOUNT_ID: &str = "{account_id}";
+/// The `{path_segment}` placeholder of a base URL: the request path's first segment.
+const PATH_SEGMENT: &str = "{path_segment}";
+
+/// `base_url` with its placeholders filled; borrowed when it has none (most providers).
+fn fill_placeholders<'a>(base_url: &'a str, account_id: &str, segment: &str) -> Cow<'a, str> {
+    if base_url.contains('{') {
+        Cow::Owned(
+            base_url
+                .replace(ACCOUNT_ID, account_id)
+                .replace(PATH_SEGMENT, segment),
+        )
+    } else {
+        Cow::Borrowed(base_url)
     }
 }
 
@@ -225,10 +240,8 @@ impl Provider {
         rest_path: &str,
         query: Option<&str>,
     ) -> Result<UpstreamTarget, CatalogError> {
-        let mut base = self.base_url.replace("{account_id}", account_id);
-        let mut path = rest_path;
-        if base.contains("{path_segment}") {
-            let trimmed = path.strip_prefix('/').unwrap_or(path);
+        let (segment, path) = if self.base_url.contains(PATH_SEGMENT) {
+            let trimmed = rest_path.strip_prefix('/').unwrap_or(rest_path);
             let (segment, remainder) = match trimmed.find('/') {
                 Some(i) => (&trimmed[..i], &trimmed[i..]),
                 None => (trimmed, ""),
@@ -236,9 +249,11 @@ impl Provider {
             if segment.is_empty() {
                 return Err(CatalogError::MissingPathSegment(self.slug.clone()));
             }
-            base = base.replace("{path_segment}", segment);
-            path = remainder;
-        }
+            (segment, remainder)
+        } else {
+            ("", rest_path)
+        };
+        let base = fill_placeholders(&self.base_url, account_id, segment);
         let mut url =
             String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         url.push_str(base.trim_end_matches('/'));
@@ -356,5 +371,19 @@ mod tests {
         let err = ProviderCatalog::new([("openai", "https://bücher.example/v1")]).unwrap_err();
         assert!(err.to_string().contains("punycode"), "{err}");
         assert!(ProviderCatalog::new([("openai", "https://xn--bcher-kva.example/v1")]).is_ok());
+        for unsendable in [
+            "https://x/v1?key=1",
+            "https://x/v1?",
+            "https://x/v1#part",
+            "https://x /v1",
+            "https://",
+            "x/v1",
+        ] {
+            assert!(
+                ProviderCatalog::new([("openai", unsendable)]).is_err(),
+                "{unsendable} was accepted"
+            );
+        }
+        assert!(ProviderCatalog::new([("openai", "http://127.0.0.1:9/v1/")]).is_ok());
     }
 }
