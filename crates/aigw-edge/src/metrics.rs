@@ -117,7 +117,8 @@ pub enum DropReason {
     QueueFull,
     /// The store kept failing the write.
     SinkError,
-    /// The process was shutting down and the queue was closed.
+    /// The process was shutting down and the queue was closed, or the lane's worker had
+    /// stopped.
     Closed,
 }
 

@@ -22,7 +22,7 @@ use aigw_providers::{
 };
 use aigw_types::LogRecord;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use aigw_config::LogQueueConfig;
@@ -146,7 +146,7 @@ struct Queue {
     /// Records accepted and not yet written or dropped, across every lane.
     buffered: Arc<AtomicUsize>,
     /// Read on every record, written once per lane.
-    lanes: RwLock<HashMap<u64, mpsc::UnboundedSender<PendingLog>>>,
+    lanes: RwLock<HashMap<u64, Arc<LaneQueue>>>,
     workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
     /// Set when the queue closes: from then on a failing batch is retried only for
     /// [`SHUTDOWN_RETRY_BUDGET`], and no batch lingers.
@@ -161,6 +161,85 @@ impl Drop for Queue {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
         self.closed.notify_waiters();
+        // A worker waiting for records learns of the close from its own queue's wake-up,
+        // which is kept for it if it is not waiting yet.
+        for lane in self
+            .lanes
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            lane.wake.notify_one();
+        }
+    }
+}
+
+/// One lane's records waiting for its worker.
+///
+/// A plain vector under a lock rather than a channel: a record costs a push, the worker takes
+/// everything queued in one swap, and the worker is woken only by the record that finds the
+/// queue empty (a lane's batch then lingers on a timer, not on wake-ups).
+struct LaneQueue {
+    state: Mutex<LaneState>,
+    /// Wakes the worker when a record lands in an empty queue, or when the shipper closes.
+    wake: Notify,
+}
+
+struct LaneState {
+    records: Vec<PendingLog>,
+    /// Cleared when the worker stops: records are refused from then on.
+    open: bool,
+}
+
+impl LaneQueue {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(LaneState {
+                records: Vec::new(),
+                open: true,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `record`; `false` when the lane's worker has stopped.
+    fn push(&self, record: PendingLog) -> bool {
+        let mut state = self.state();
+        if !state.open {
+            return false;
+        }
+        state.records.push(record);
+        let first = state.records.len() == 1;
+        drop(state);
+        if first {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.state().records.len()
+    }
+
+    /// Moves up to `max` of the oldest records into `into`, which must be empty.
+    fn take(&self, into: &mut Vec<PendingLog>, max: usize) {
+        let mut state = self.state();
+        if state.records.len() <= max {
+            std::mem::swap(&mut state.records, into);
+        } else {
+            into.extend(state.records.drain(..max));
+        }
+    }
+
+    /// Refuses records from now on; returns those still queued.
+    fn stop(&self) -> Vec<PendingLog> {
+        let mut state = self.state();
+        state.open = false;
+        std::mem::take(&mut state.records)
     }
 }
 
@@ -240,17 +319,17 @@ impl LogShipper {
             .sink
             .lane(&record.account_id, &record.gateway_id, record.created_at_ms);
         let lanes = q.lanes.read().unwrap_or_else(PoisonError::into_inner);
-        let sent = if let Some(sender) = lanes.get(&lane) {
-            sender.send(pending)
+        let queued = if let Some(queue) = lanes.get(&lane) {
+            queue.push(pending)
         } else {
             drop(lanes);
             let mut lanes = q.lanes.write().unwrap_or_else(PoisonError::into_inner);
             lanes
                 .entry(lane)
                 .or_insert_with(|| q.open_lane(lane))
-                .send(pending)
+                .push(pending)
         };
-        if sent.is_err() {
+        if !queued {
             q.buffered.fetch_sub(1, Ordering::Relaxed);
             self.dropped(DropReason::Closed);
         }
@@ -290,8 +369,8 @@ impl LogShipper {
 
 impl Queue {
     /// A lane's queue, with its worker.
-    fn open_lane(&self, lane: u64) -> mpsc::UnboundedSender<PendingLog> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    fn open_lane(&self, lane: u64) -> Arc<LaneQueue> {
+        let queue = Arc::new(LaneQueue::new());
         let worker = Lane {
             lane,
             sink: self.sink.clone(),
@@ -302,12 +381,12 @@ impl Queue {
             closed: self.closed.clone(),
             metrics: self.metrics.clone(),
         };
-        let handle = tokio::spawn(worker.run(rx));
+        let handle = tokio::spawn(worker.run(queue.clone()));
         self.workers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(handle);
-        tx
+        queue
     }
 }
 
@@ -324,33 +403,80 @@ struct Lane {
     metrics: Arc<Metrics>,
 }
 
+/// Stops a lane's queue when its worker ends, however it ends: later records are refused
+/// (counted as dropped, `closed`). When the worker failed (a panic), the batch it was writing
+/// (`sink_error`) and the records still queued (`closed`) are counted as dropped too, so the
+/// queue's depth comes back down.
+struct StopOnDrop<'a> {
+    queue: &'a LaneQueue,
+    lane: &'a Lane,
+    /// Records of the batch being written.
+    in_flight: usize,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let left = self.queue.stop().len();
+        let metrics = &self.lane.metrics;
+        if self.in_flight > 0 {
+            metrics.logs_dropped(DropReason::SinkError, self.in_flight);
+        }
+        if left > 0 {
+            metrics.logs_dropped(DropReason::Closed, left);
+        }
+        self.lane
+            .buffered
+            .fetch_sub(self.in_flight + left, Ordering::Relaxed);
+    }
+}
+
 impl Lane {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<PendingLog>) {
+    async fn run(self, queue: Arc<LaneQueue>) {
+        let mut stop = StopOnDrop {
+            queue: &queue,
+            lane: &self,
+            in_flight: 0,
+        };
         let mut pending = Vec::with_capacity(self.batch_size);
-        while rx.recv_many(&mut pending, self.batch_size).await > 0 {
-            self.fill(&mut rx, &mut pending).await;
+        while self.wait_for_records(&queue).await {
+            self.linger(&queue).await;
+            queue.take(&mut pending, self.batch_size);
             let batch: Vec<LogEntry> = pending.drain(..).map(PendingLog::finish).collect();
+            // A backlog once taken whole is not kept allocated.
+            pending.shrink_to(self.batch_size);
             let n = batch.len();
+            stop.in_flight = n;
             if self.write_with_retry(&batch).await {
                 self.metrics.logs_written(n);
             } else {
                 self.metrics.logs_dropped(DropReason::SinkError, n);
             }
             self.buffered.fetch_sub(n, Ordering::Relaxed);
+            stop.in_flight = 0;
         }
     }
 
-    /// Once a batch has begun but is not full, wait the linger time, then take what has been
-    /// queued meanwhile. The wait is one timer, not a wake-up per record: a lane woken by every
-    /// record it is sent costs more than the wait saves. Under a load that fills batches the
-    /// queue already holds a full one and nothing waits; once the queue closes nothing waits
-    /// either.
-    async fn fill(
-        &self,
-        rx: &mut mpsc::UnboundedReceiver<PendingLog>,
-        pending: &mut Vec<PendingLog>,
-    ) {
-        if pending.len() >= self.batch_size || self.linger.is_zero() {
+    /// Waits until the lane has records (`true`), or the queue has closed with none left.
+    async fn wait_for_records(&self, queue: &LaneQueue) -> bool {
+        loop {
+            // Taken before the checks: a record or a close after them leaves it ready.
+            let woken = queue.wake.notified();
+            if queue.len() > 0 {
+                return true;
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                return false;
+            }
+            woken.await;
+        }
+    }
+
+    /// Once a batch has begun but is not full, wait the linger time for it to fill. The wait
+    /// is one timer, not a wake-up per record: a lane woken by every record it is sent costs
+    /// more than the wait saves. Under a load that fills batches the queue already holds a
+    /// full one and nothing waits; once the queue closes nothing waits either.
+    async fn linger(&self, queue: &LaneQueue) {
+        if queue.len() >= self.batch_size || self.linger.is_zero() {
             return;
         }
         // Registered before the flag is read, so a close between the two still wakes us.
@@ -363,12 +489,6 @@ impl Lane {
         tokio::select! {
             () = tokio::time::sleep(self.linger) => {}
             () = closed => {}
-        }
-        while pending.len() < self.batch_size {
-            match rx.try_recv() {
-                Ok(record) => pending.push(record),
-                Err(_) => return,
-            }
         }
     }
 
@@ -395,5 +515,71 @@ impl Lane {
             delay = (delay * 2).min(RETRY_MAX_DELAY);
             attempt += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ulid::Ulid;
+
+    /// A sink with a bug: it panics on every batch.
+    struct PanickingSink;
+
+    impl LogSink for PanickingSink {
+        fn write_batch<'a>(&'a self, _lane: u64, _batch: &'a [LogEntry]) -> SinkFuture<'a> {
+            Box::pin(async { panic!("a sink bug") })
+        }
+    }
+
+    fn pending() -> PendingLog {
+        PendingLog {
+            record: LogRecord::new(Ulid::new(), 0, "acct", "gw", "openai"),
+            wire: WireFormat::OpenAi,
+            request_body: Bytes::new(),
+            response_body: CapturedBody::default(),
+            response_tail: BytesMut::new(),
+            custom_cost: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_lane_refuses_and_counts_records_and_its_depth_comes_back_down() {
+        let metrics = Arc::new(Metrics::default());
+        let config = LogQueueConfig {
+            linger_ms: 0,
+            ..LogQueueConfig::default()
+        };
+        let (shipper, task) = LogShipper::spawn(Arc::new(PanickingSink), &config, metrics.clone());
+        shipper.ship(pending());
+        // The worker takes the record, and its sink panics while writing it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while metrics.logs_dropped_total() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the failed batch was never counted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            shipper.depth(),
+            0,
+            "the failed batch still counts as queued"
+        );
+        // Its lane now refuses records instead of holding them forever.
+        shipper.ship(pending());
+        assert_eq!(metrics.logs_dropped_total(), 2);
+        assert_eq!(shipper.depth(), 0);
+        let text = metrics.render(shipper.depth(), shipper.capacity());
+        assert!(
+            text.contains(r#"aigw_logs_dropped_total{reason="sink_error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"aigw_logs_dropped_total{reason="closed"} 1"#),
+            "{text}"
+        );
+        drop(shipper);
+        task.drained().await;
     }
 }
