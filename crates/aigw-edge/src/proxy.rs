@@ -484,8 +484,12 @@ fn gateway_failure(
 /// caller's `cf-aig-event-id`. Every response of a proxied request carries them, errors included.
 pub(crate) fn gateway_headers(log_id: Option<Ulid>, event_id: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(2);
-    if let Some(value) = log_id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
-        headers.insert(HeaderName::from_static(LOG_ID_HEADER), value);
+    if let Some(id) = log_id {
+        // Written out on the stack: every logged response carries one.
+        let mut text = [0; ulid::ULID_LEN];
+        if let Ok(value) = HeaderValue::from_str(id.array_to_str(&mut text)) {
+            headers.insert(HeaderName::from_static(LOG_ID_HEADER), value);
+        }
     }
     if let Some(value) = event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         headers.insert(HeaderName::from_static(EVENT_ID_HEADER), value);
