@@ -17,7 +17,11 @@
 //!    `cf-aig-collect-log: false` → requests/s, p50/p99, logging overhead
 //!    `1 − rps(log on) / rps(log off)` — the median over the rounds, each round's pair of runs
 //!    compared on its own (a burst of background load falls on one pair, not on the figure),
-//!    printed beside the lowest and highest round and the figure pooled over every round;
+//!    printed beside the lowest and highest round and the figure pooled over every round; and
+//!    the same overhead from CPU time, `1 − cpu(off) / cpu(on)` with `cpu` the CPU time of aigw,
+//!    the mock and this generator per request (warm-ups and the store's catch-up included):
+//!    on a machine the load saturates, throughput is its cores over that cost, and CPU time
+//!    leaves out the stolen and idle time that makes a shared VM's rates jump between runs;
 //! 3. gateway CPU per request (`utime + stime` of the aigw process) from phase 2's runs:
 //!    the **edge CPU** per request over the logging-off runs' measured windows (the proxy hot
 //!    path, against the target), and the **edge + log store CPU** per logged request over the
@@ -802,9 +806,19 @@ impl RunResult {
     /// aigw CPU µs per successful request over [`RunResult::cpu_all`]: warm-up, window and
     /// the wait for the log store.
     fn aigw_cpu_all_us_per_request(&self, ticks_per_sec: u64) -> Option<f64> {
-        (self.completed > 0).then(|| {
-            u64_f64(self.cpu_all.aigw) * 1e6 / u64_f64(ticks_per_sec) / u64_f64(self.completed)
-        })
+        self.cpu_all_us_per_request(self.cpu_all.aigw, ticks_per_sec)
+    }
+
+    /// CPU µs of aigw, the mock and this generator together per successful request over
+    /// [`RunResult::cpu_all`]: what one request costs the whole machine.
+    fn machine_cpu_all_us_per_request(&self, ticks_per_sec: u64) -> Option<f64> {
+        let all = self.cpu_all;
+        self.cpu_all_us_per_request(all.aigw + all.mock + all.client, ticks_per_sec)
+    }
+
+    fn cpu_all_us_per_request(&self, ticks: u64, ticks_per_sec: u64) -> Option<f64> {
+        (self.completed > 0)
+            .then(|| u64_f64(ticks) * 1e6 / u64_f64(ticks_per_sec) / u64_f64(self.completed))
     }
 
     /// Adds another slice of the same variant.
@@ -1619,6 +1633,27 @@ impl Report {
                 rounds.last().copied().unwrap_or(pooled)
             ),
         ));
+
+        // The same overhead from CPU time: when the machine is the bottleneck, throughput is
+        // its cores over the CPU one request costs them, so the ratio of CPU per request is
+        // the throughput ratio without the idle and stolen time that make rates noisy.
+        let machine_on = self.aigw_log.machine_cpu_all_us_per_request(tck);
+        let machine_off = self.aigw_nolog.machine_cpu_all_us_per_request(tck);
+        if let (Some(on), Some(off)) = (machine_on, machine_off) {
+            let by_cpu = overhead(off, on);
+            figures.push(
+                Figure::info(
+                    "logging overhead by CPU, 1 − cpu(off)/cpu(on) per request, pooled",
+                    format!("{by_cpu:.1} %"),
+                )
+                .target("≤ 15 %", by_cpu <= 15.0)
+                .tainted(tainted2),
+            );
+            figures.push(Figure::info(
+                "  (aigw + mock + generator CPU per request, on / off; incl. warm-ups, store catch-up)",
+                format!("{on:.1} / {off:.1} µs"),
+            ));
+        }
 
         // Gateway CPU.
         let nolog_store_busy = self.aigw_nolog.logs.written > 0.0;
