@@ -228,6 +228,19 @@ fn chunks(tree: &Tree, bucket: &[u8]) -> impl Iterator<Item = Result<(IVec, IVec
     only_chunks(tree.scan_prefix(bucket), bucket.len() - MS_LEN)
 }
 
+/// The newest bucket stored under `prefix` (its first millisecond), if any.
+fn newest_bucket(tree: &Tree, prefix: &[u8]) -> Result<Option<u64>, IndexError> {
+    for stored in tree.scan_prefix(prefix).keys().rev() {
+        let key = stored?;
+        if is_chunk_key(prefix.len(), &key) {
+            let mut ms = [0; 8];
+            ms[8 - MS_LEN..].copy_from_slice(&key[prefix.len()..prefix.len() + MS_LEN]);
+            return Ok(Some(u64::from_be_bytes(ms)));
+        }
+    }
+    Ok(None)
+}
+
 /// The stored chunks of a bucket, in order.
 fn load(tree: &Tree, bucket: &[u8]) -> Result<Vec<(IVec, IVec)>, IndexError> {
     chunks(tree, bucket).collect()
@@ -270,6 +283,9 @@ pub struct Buckets {
     edits: BTreeMap<Vec<u8>, Edits>,
     /// Chunks as stored before these changes, per bucket read so far by [`Buckets::stored`].
     stored: BTreeMap<Vec<u8>, Vec<(IVec, IVec)>>,
+    /// Per prefix asked about by [`Buckets::stored`]: its newest bucket as stored before these
+    /// changes (its first millisecond; `None` when nothing is stored under it).
+    newest: BTreeMap<Vec<u8>, Option<u64>>,
 }
 
 impl Buckets {
@@ -291,6 +307,20 @@ impl Buckets {
         prefix: &[u8],
         id: Ulid,
     ) -> Result<Option<Entry>, IndexError> {
+        // New ids are mostly newer than everything stored under their prefix (only a replay
+        // after a crash sends old ones): those are answered without building a key or
+        // reading a bucket.
+        let newest = match self.newest.get(prefix) {
+            Some(newest) => *newest,
+            None => {
+                let newest = newest_bucket(tree, prefix)?;
+                self.newest.insert(prefix.to_vec(), newest);
+                newest
+            }
+        };
+        if newest.is_none_or(|newest| span_of(prefix).bucket(id) > newest) {
+            return Ok(None);
+        }
         let bucket = bucket_key(prefix, id);
         let chunks = match self.stored.entry(bucket) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -455,6 +485,40 @@ mod tests {
         let mut batch = sled::Batch::default();
         buckets.write(tree, &mut batch).unwrap();
         tree.apply_batch(batch).unwrap();
+    }
+
+    #[test]
+    fn stored_entries_are_found_before_and_in_the_newest_bucket_and_none_after_it() {
+        let (_dir, tree) = tree();
+        let prefix = b"R-prefix".to_vec();
+        let other = b"R-other".to_vec();
+        let mut buckets = Buckets::default();
+        for (ms, random) in [(5, 1), (10, 1), (10, 3)] {
+            buckets.edit(&prefix, Ulid::from_parts(ms, random), Some(vec![ms as u8]));
+        }
+        write(&tree, buckets);
+        let mut buckets = Buckets::default();
+        let mut stored = |prefix: &[u8], ms, random| {
+            buckets
+                .stored(&tree, prefix, Ulid::from_parts(ms, random))
+                .unwrap()
+                .map(|e| e.payload().to_vec())
+        };
+        assert_eq!(stored(&prefix, 5, 1), Some(vec![5]));
+        assert_eq!(stored(&prefix, 5, 2), None);
+        assert_eq!(stored(&prefix, 10, 3), Some(vec![10]));
+        assert_eq!(stored(&prefix, 10, 2), None);
+        assert_eq!(stored(&prefix, 11, 1), None);
+        assert_eq!(stored(&other, 10, 3), None);
+        // Edits of this command do not count: "stored" is as of before it.
+        let mut buckets = Buckets::default();
+        buckets.edit(&prefix, Ulid::from_parts(20, 1), Some(vec![20]));
+        assert!(
+            buckets
+                .stored(&tree, &prefix, Ulid::from_parts(20, 1))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

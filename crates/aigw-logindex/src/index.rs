@@ -586,8 +586,10 @@ impl LogIndex {
         let mut bodies: HashMap<GatewayKey, (&str, &str, DeadBodyTracker)> = HashMap::new();
         let mut affected = 0;
         let mut evicted_from_batch = Vec::new();
-        // A batch's rows are mostly of one gateway: its key is hashed once.
+        // A batch's rows are mostly of one gateway: its key is hashed, and the prefix of its
+        // rows built, once.
         let mut last_gateway: Option<(&str, &str, GatewayKey)> = None;
+        let mut rows_prefix = Vec::new();
         for row in command.rows() {
             let WireRow {
                 id,
@@ -605,6 +607,8 @@ impl LogIndex {
                 _ => {
                     let gw = gateway_key(account, gateway);
                     last_gateway = Some((account, gateway, gw));
+                    rows_prefix.clear();
+                    push_row_prefix(&mut rows_prefix, &gw);
                     gw
                 }
             };
@@ -621,7 +625,7 @@ impl LogIndex {
             let row_bodies = fields.bodies;
             let live = admission.admits(created_at_ms)
                 && seen.insert((gw, id))
-                && match changes.buckets.stored(&self.tree, &row_prefix(&gw), id)? {
+                && match changes.buckets.stored(&self.tree, &rows_prefix, id)? {
                     None => match admission.take_room(id)? {
                         Room::Free => {
                             changes.add_row(&gw, id, stored_form, &fields);
