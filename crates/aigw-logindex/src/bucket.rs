@@ -266,9 +266,53 @@ fn find(
     Ok(None)
 }
 
+/// An entry's payload as an edit carries it: bytes of its own, or up to two pieces of the
+/// command being applied (a row read in place from a Raft entry is its encoding with the key's
+/// fields cut out), joined only when its chunk is built.
+#[derive(Debug, Clone)]
+pub enum Payload<'a> {
+    /// Bytes of its own (an encoded row, an empty posting).
+    Owned(Vec<u8>),
+    /// The payload is these pieces, in order.
+    Joined([&'a [u8]; 2]),
+}
+
+impl Payload<'_> {
+    /// The payload's pieces, in order.
+    fn pieces(&self) -> [&[u8]; 2] {
+        match self {
+            Self::Owned(bytes) => [bytes, &[]],
+            Self::Joined(pieces) => *pieces,
+        }
+    }
+
+    /// The payload's bytes, in a buffer of their own (to outlive the command it was read from).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Self::Owned(bytes) => bytes,
+            Self::Joined(pieces) => pieces.concat(),
+        }
+    }
+}
+
 /// What one write does to the entries under one prefix: per id, the payload to store, or
-/// `None` to remove.
-type Edits = BTreeMap<Ulid, Option<Vec<u8>>>;
+/// `None` to remove, in the order they were made (the last edit of an id wins). Kept as made
+/// and sorted once when written: ids mostly arrive in order, so pushing is all an edit costs.
+type Edits<'a> = Vec<(Ulid, Option<Payload<'a>>)>;
+
+/// `edits` sorted by id, the last edit of each id kept.
+fn sorted_last_edits(mut edits: Edits<'_>) -> Edits<'_> {
+    // Stable: the edits of one id stay in the order they were made.
+    edits.sort_by_key(|(id, _)| *id);
+    edits.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    edits
+}
 
 /// Edited buckets of one prefix this many milliseconds apart or closer have their stored
 /// chunks read with one range scan. An insert's ids fill every millisecond between them, and
@@ -276,11 +320,11 @@ type Edits = BTreeMap<Ulid, Option<Vec<u8>>>;
 /// only their own buckets.
 const SCAN_GAP_MS: u64 = 64;
 
-/// Pending changes to buckets.
+/// Pending changes to buckets; payloads may borrow from the command being applied (`'a`).
 #[derive(Default)]
-pub struct Buckets {
+pub struct Buckets<'a> {
     /// Edits by prefix (a handful per command: rows and a few posting values per gateway).
-    edits: BTreeMap<Vec<u8>, Edits>,
+    edits: BTreeMap<Vec<u8>, Edits<'a>>,
     /// Chunks as stored before these changes, per bucket read so far by [`Buckets::stored`].
     stored: BTreeMap<Vec<u8>, Vec<(IVec, IVec)>>,
     /// Per prefix asked about by [`Buckets::stored`]: its newest bucket as stored before these
@@ -288,15 +332,14 @@ pub struct Buckets {
     newest: BTreeMap<Vec<u8>, Option<u64>>,
 }
 
-impl Buckets {
+impl<'a> Buckets<'a> {
     /// Store `Some(payload)` as entry `id` under `prefix`, or remove it (`None`).
-    pub fn edit(&mut self, prefix: &[u8], id: Ulid, edit: Option<Vec<u8>>) {
+    pub fn edit(&mut self, prefix: &[u8], id: Ulid, edit: Option<Payload<'a>>) {
         // Looked up by slice: the prefix is mostly known already, and its key is copied once.
         if let Some(edits) = self.edits.get_mut(prefix) {
-            edits.insert(id, edit);
+            edits.push((id, edit));
         } else {
-            self.edits
-                .insert(prefix.to_vec(), Edits::from([(id, edit)]));
+            self.edits.insert(prefix.to_vec(), vec![(id, edit)]);
         }
     }
 
@@ -334,28 +377,29 @@ impl Buckets {
 
     /// Add to `batch` the chunk writes and removals that carry out these changes.
     pub fn write(self, tree: &Tree, batch: &mut sled::Batch) -> Result<(), IndexError> {
-        for (prefix, edits) in &self.edits {
-            let span = span_of(prefix);
+        for (prefix, edits) in self.edits {
+            let span = span_of(&prefix);
+            let edits = sorted_last_edits(edits);
             let mut rest = edits.iter().peekable();
             while let Some(first) = rest.next() {
                 let mut run = vec![first];
-                let mut last = *first.0;
+                let mut last = first.0;
                 while let Some(next) = rest.next_if(|(id, _)| {
                     id.timestamp_ms() <= last.timestamp_ms().saturating_add(SCAN_GAP_MS)
                 }) {
-                    last = *next.0;
+                    last = next.0;
                     run.push(next);
                 }
-                let scan = chunk_key(&bucket_key(prefix, *first.0), 0)
-                    ..=chunk_key(&bucket_key(prefix, last), u16::MAX);
+                let scan = chunk_key(&bucket_key(&prefix, first.0), 0)
+                    ..=chunk_key(&bucket_key(&prefix, last), u16::MAX);
                 let stored: Vec<(IVec, IVec)> =
                     only_chunks(tree.range(scan), prefix.len()).collect::<Result<_, _>>()?;
                 // Stored chunks and edited buckets are both in key order: one pass over each.
                 let mut stored = stored.iter().peekable();
                 for bucket_edits in
-                    run.chunk_by(|(a, _), (b, _)| span.bucket(**a) == span.bucket(**b))
+                    run.chunk_by(|(a, _), (b, _)| span.bucket(*a) == span.bucket(*b))
                 {
-                    let bucket = bucket_key(prefix, *bucket_edits[0].0);
+                    let bucket = bucket_key(&prefix, bucket_edits[0].0);
                     while stored.next_if(|(key, _)| key[..] < bucket[..]).is_some() {}
                     let chunks: Vec<&(IVec, IVec)> =
                         std::iter::from_fn(|| stored.next_if(|(key, _)| key.starts_with(&bucket)))
@@ -374,27 +418,28 @@ fn write_bucket(
     bucket: &[u8],
     span: Span,
     stored: &[&(IVec, IVec)],
-    edits: &[(&Ulid, &Option<Vec<u8>>)],
+    edits: &[&(Ulid, Option<Payload<'_>>)],
     batch: &mut sled::Batch,
 ) -> Result<(), IndexError> {
-    let mut entries: Vec<(Ulid, &[u8])> = Vec::new();
+    let mut entries: Vec<(Ulid, [&[u8]; 2])> = Vec::new();
     for (key, chunk) in stored.iter().copied() {
         entries.extend(
             parse(key, chunk)?
                 .into_iter()
-                .map(|(id, payload)| (id, &chunk[payload])),
+                .map(|(id, payload)| (id, [&chunk[payload], &[][..]])),
         );
     }
     // Both sides are sorted by id: merged, an edit replacing or removing its stored entry.
     let mut merged = Vec::with_capacity(entries.len() + edits.len());
     let mut stored_entries = entries.into_iter().peekable();
-    for &(&id, edit) in edits {
+    for (id, edit) in edits.iter().copied() {
+        let id = *id;
         while let Some(entry) = stored_entries.next_if(|(stored, _)| *stored < id) {
             merged.push(entry);
         }
         stored_entries.next_if(|(stored, _)| *stored == id);
         if let Some(payload) = edit {
-            merged.push((id, payload.as_slice()));
+            merged.push((id, payload.pieces()));
         }
     }
     merged.extend(stored_entries);
@@ -422,13 +467,14 @@ fn write_bucket(
 
 /// Sorted entries of one bucket cut into chunks of at least [`CHUNK_BYTES`] (the last one
 /// excepted).
-fn rechunk(span: Span, entries: &[(Ulid, &[u8])]) -> Vec<Vec<u8>> {
+fn rechunk(span: Span, entries: &[(Ulid, [&[u8]; 2])]) -> Vec<Vec<u8>> {
     let mut chunks = Vec::new();
     let mut chunk = Vec::new();
-    for (id, payload) in entries {
+    for (id, [head, tail]) in entries {
         chunk.extend_from_slice(&id.to_bytes()[span.tail_at..]);
-        prost::encoding::encode_varint(payload.len() as u64, &mut chunk);
-        chunk.extend_from_slice(payload);
+        prost::encoding::encode_varint((head.len() + tail.len()) as u64, &mut chunk);
+        chunk.extend_from_slice(head);
+        chunk.extend_from_slice(tail);
         // The last possible chunk number takes everything left.
         if chunk.len() >= CHUNK_BYTES && chunks.len() < usize::from(u16::MAX) {
             chunks.push(std::mem::take(&mut chunk));
@@ -488,13 +534,44 @@ mod tests {
     }
 
     #[test]
+    fn edits_out_of_order_are_stored_sorted_and_the_last_edit_of_an_id_wins() {
+        let (_dir, tree) = tree();
+        let prefix = b"R-prefix".to_vec();
+        let id = |ms, random| Ulid::from_parts(ms, random);
+        let mut buckets = Buckets::default();
+        buckets.edit(&prefix, id(9, 1), Some(Payload::Owned(vec![1])));
+        buckets.edit(&prefix, id(3, 1), Some(Payload::Joined([&[2], &[3, 4]])));
+        buckets.edit(&prefix, id(9, 1), None);
+        buckets.edit(&prefix, id(5, 1), None);
+        buckets.edit(&prefix, id(5, 1), Some(Payload::Owned(vec![5])));
+        buckets.edit(&prefix, id(3, 0), Some(Payload::Owned(vec![6])));
+        write(&tree, buckets);
+        let stored: Vec<(Ulid, Vec<u8>)> = range(&tree, &prefix, id(0, 0), id(99, 0), false)
+            .map(|e| e.map(|e| (e.id, e.payload().to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            [
+                (id(3, 0), vec![6]),
+                (id(3, 1), vec![2, 3, 4]),
+                (id(5, 1), vec![5]),
+            ]
+        );
+    }
+
+    #[test]
     fn stored_entries_are_found_before_and_in_the_newest_bucket_and_none_after_it() {
         let (_dir, tree) = tree();
         let prefix = b"R-prefix".to_vec();
         let other = b"R-other".to_vec();
         let mut buckets = Buckets::default();
         for (ms, random) in [(5, 1), (10, 1), (10, 3)] {
-            buckets.edit(&prefix, Ulid::from_parts(ms, random), Some(vec![ms as u8]));
+            buckets.edit(
+                &prefix,
+                Ulid::from_parts(ms, random),
+                Some(Payload::Owned(vec![ms as u8])),
+            );
         }
         write(&tree, buckets);
         let mut buckets = Buckets::default();
@@ -512,7 +589,11 @@ mod tests {
         assert_eq!(stored(&other, 10, 3), None);
         // Edits of this command do not count: "stored" is as of before it.
         let mut buckets = Buckets::default();
-        buckets.edit(&prefix, Ulid::from_parts(20, 1), Some(vec![20]));
+        buckets.edit(
+            &prefix,
+            Ulid::from_parts(20, 1),
+            Some(Payload::Owned(vec![20])),
+        );
         assert!(
             buckets
                 .stored(&tree, &prefix, Ulid::from_parts(20, 1))
@@ -530,7 +611,7 @@ mod tests {
         for start in 0..3 {
             let mut buckets = Buckets::default();
             for id in ids.iter().skip(start).step_by(3) {
-                buckets.edit(&prefix, *id, Some(vec![start as u8; 100]));
+                buckets.edit(&prefix, *id, Some(Payload::Owned(vec![start as u8; 100])));
             }
             write(&tree, buckets);
         }
@@ -577,16 +658,16 @@ mod tests {
         let id = |ms: u64, n: u128| Ulid::from_parts(ms, n);
         let mut buckets = Buckets::default();
         for ms in 0..300 {
-            buckets.edit(&prefix, id(ms, 1), Some(vec![1]));
+            buckets.edit(&prefix, id(ms, 1), Some(Payload::Owned(vec![1])));
         }
         write(&tree, buckets);
         // Edits in two runs (around 10 and around 250) with untouched buckets between.
         let mut buckets = Buckets::default();
-        buckets.edit(&prefix, id(10, 0), Some(vec![2]));
+        buckets.edit(&prefix, id(10, 0), Some(Payload::Owned(vec![2])));
         buckets.edit(&prefix, id(11, 1), None);
-        buckets.edit(&prefix, id(70, 5), Some(vec![3]));
-        buckets.edit(&prefix, id(250, 1), Some(vec![4]));
-        buckets.edit(&prefix, id(400, 0), Some(vec![5]));
+        buckets.edit(&prefix, id(70, 5), Some(Payload::Owned(vec![3])));
+        buckets.edit(&prefix, id(250, 1), Some(Payload::Owned(vec![4])));
+        buckets.edit(&prefix, id(400, 0), Some(Payload::Owned(vec![5])));
         write(&tree, buckets);
         let mut expected: Vec<(Ulid, Vec<u8>)> = (0..300)
             .filter(|ms| *ms != 11)
@@ -622,7 +703,7 @@ mod tests {
             .collect();
         let mut buckets = Buckets::default();
         for id in ids.iter().rev() {
-            buckets.edit(&prefix, *id, Some(Vec::new()));
+            buckets.edit(&prefix, *id, Some(Payload::Owned(Vec::new())));
         }
         write(&tree, buckets);
         // Spans 0–15, 16–31, 32–47: a key each.

@@ -1,6 +1,8 @@
 //! The index of one shard: applying commands and answering queries.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use aigw_proto::admin::Quota;
 use aigw_proto::shard::{BodyLocation, LogRecord, OrderBy};
@@ -8,7 +10,7 @@ use prost::Message;
 use sled::{Batch, IVec, Tree};
 use ulid::Ulid;
 
-use crate::bucket::{self, Buckets, Entry};
+use crate::bucket::{self, Buckets, Entry, Payload};
 use crate::command::{
     Applied, Command, DeadBodies, Delete, DeleteGateway, SetQuota, Update, kind::Kind,
 };
@@ -102,7 +104,7 @@ fn for_each_posting(row: &RowFields, mut f: impl FnMut(Field, &[u8])) {
     if row.cached {
         f(Field::Cached, &[1]);
     }
-    if let Some(b) = row.feedback.and_then(|f| feedback_byte(f64::from(f))) {
+    if let Some(b) = row_feedback(row) {
         f(Field::Feedback, &[b]);
     }
     if let Some(event) = row.event_id {
@@ -116,40 +118,87 @@ fn for_each_posting(row: &RowFields, mut f: impl FnMut(Field, &[u8])) {
     }
 }
 
-/// Calls `f` with each (field, value) counter a row adds to.
-fn for_each_counted(row: &RowFields, mut f: impl FnMut(Field, &[u8])) {
-    f(Field::All, &[]);
-    f(Field::Provider, row.provider.as_bytes());
-    f(Field::Model, row.model.as_bytes());
-    f(Field::Success, &[u8::from(row.success)]);
-    f(Field::Cached, &[u8::from(row.cached)]);
-    if let Some(b) = row.feedback.and_then(|f| feedback_byte(f64::from(f))) {
-        f(Field::Feedback, &[b]);
-    }
-}
-
-/// Pending changes of one command, applied as one atomic batch.
+/// Pending changes of one command, applied as one atomic batch. Row payloads may borrow from
+/// the command being applied (`'a`).
 #[derive(Default)]
-struct Changes {
+struct Changes<'a> {
     batch: Batch,
     /// Rows and index postings, by bucket.
-    buckets: Buckets,
+    buckets: Buckets<'a>,
     /// Counter and pack-counter keys → change.
     counters: BTreeMap<Vec<u8>, i64>,
+    /// Rows counted since the counted values last changed, added to `counters` only when they
+    /// change or the changes are committed: a batch is mostly rows counted under the same keys.
+    run: Option<CountRun>,
     /// Where the keys of each row are built: only keys not seen yet in this command are
     /// copied out of it.
     key: Vec<u8>,
 }
 
-impl Changes {
+/// Consecutive rows counted under the same keys: those keys' values, and the change so far.
+struct CountRun {
+    gw: GatewayKey,
+    provider: String,
+    model: String,
+    success: bool,
+    cached: bool,
+    feedback: Option<u8>,
+    pack: Option<u64>,
+    delta: i64,
+}
+
+impl CountRun {
+    fn new(gw: &GatewayKey, row: &RowFields, delta: i64) -> Self {
+        Self {
+            gw: *gw,
+            provider: row.provider.to_owned(),
+            model: row.model.to_owned(),
+            success: row.success,
+            cached: row.cached,
+            feedback: row_feedback(row),
+            pack: row.bodies.map(|b| b.pack),
+            delta,
+        }
+    }
+
+    /// Whether `row` of `gw` is counted under this run's keys.
+    fn counts(&self, gw: &GatewayKey, row: &RowFields) -> bool {
+        self.gw == *gw
+            && self.success == row.success
+            && self.cached == row.cached
+            && self.pack == row.bodies.map(|b| b.pack)
+            && self.feedback == row_feedback(row)
+            && self.model == row.model
+            && self.provider == row.provider
+    }
+
+    /// Calls `f` with each (field, value) counter these rows add to.
+    fn for_each_counter(&self, mut f: impl FnMut(Field, &[u8])) {
+        f(Field::All, &[]);
+        f(Field::Provider, self.provider.as_bytes());
+        f(Field::Model, self.model.as_bytes());
+        f(Field::Success, &[u8::from(self.success)]);
+        f(Field::Cached, &[u8::from(self.cached)]);
+        if let Some(b) = self.feedback {
+            f(Field::Feedback, &[b]);
+        }
+    }
+}
+
+/// A row's feedback as it is counted and posted.
+fn row_feedback(row: &RowFields) -> Option<u8> {
+    row.feedback.and_then(|f| feedback_byte(f64::from(f)))
+}
+
+impl<'a> Changes<'a> {
     /// Stores row `id` (`stored` is its stored form, see [`encode_row`]) and counts it.
-    fn add_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Vec<u8>, row: &RowFields) {
+    fn add_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Payload<'a>, row: &RowFields) {
         self.put_row(gw, id, stored, row);
         self.count_row(gw, row, 1);
     }
 
     /// Stores the row and its index postings, leaving counters alone.
-    fn put_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Vec<u8>, row: &RowFields) {
+    fn put_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Payload<'a>, row: &RowFields) {
         self.edit_row(gw, id, Some(stored), row);
     }
 
@@ -159,7 +208,13 @@ impl Changes {
     }
 
     /// Stores row `id` as `stored` with its index postings, or removes them all (`None`).
-    fn edit_row(&mut self, gw: &GatewayKey, id: Ulid, stored: Option<Vec<u8>>, row: &RowFields) {
+    fn edit_row(
+        &mut self,
+        gw: &GatewayKey,
+        id: Ulid,
+        stored: Option<Payload<'a>>,
+        row: &RowFields,
+    ) {
         let posted = stored.is_some();
         self.key.clear();
         push_row_prefix(&mut self.key, gw);
@@ -178,30 +233,45 @@ impl Changes {
         for_each_posting(row, |field, value| {
             key.clear();
             push_index_prefix(key, gw, field, value);
-            buckets.edit(key, id, posted.then(Vec::new));
+            buckets.edit(key, id, posted.then(|| Payload::Owned(Vec::new())));
         });
     }
 
     fn count_row(&mut self, gw: &GatewayKey, row: &RowFields, delta: i64) {
+        match &mut self.run {
+            Some(run) if run.counts(gw, row) => run.delta += delta,
+            _ => {
+                self.end_count_run();
+                self.run = Some(CountRun::new(gw, row, delta));
+            }
+        }
+    }
+
+    /// Adds the current run of counted rows to the counters.
+    fn end_count_run(&mut self) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
         let Self { counters, key, .. } = self;
         let mut count = |key: &[u8]| match counters.get_mut(key) {
-            Some(n) => *n += delta,
+            Some(n) => *n += run.delta,
             None => {
-                counters.insert(key.to_vec(), delta);
+                counters.insert(key.to_vec(), run.delta);
             }
         };
-        for_each_counted(row, |field, value| {
+        run.for_each_counter(|field, value| {
             key.clear();
-            push_counter_key(key, gw, field, value);
+            push_counter_key(key, &run.gw, field, value);
             count(key);
         });
-        if let Some(b) = &row.bodies {
-            count(&pack_counter_key(gw, b.pack));
+        if let Some(pack) = run.pack {
+            count(&pack_counter_key(&run.gw, pack));
         }
     }
 
     /// Applies the batch; returns the counter keys that dropped to zero (and were removed).
     fn commit(mut self, tree: &Tree) -> Result<Vec<Vec<u8>>, IndexError> {
+        self.end_count_run();
         self.buckets.write(tree, &mut self.batch)?;
         let mut emptied = Vec::new();
         for (key, delta) in self.counters {
@@ -503,7 +573,7 @@ impl LogIndex {
                 return Ok(0);
             };
             let mut row = decode_row(entry.id, entry.payload(), "", "")?;
-            let stored = encode_row(&mut row);
+            let stored = Payload::Owned(encode_row(&mut row));
             let fields = RowFields::from(&row);
             // Its key-per-posting entries go with every legacy posting, in
             // `rebuild_postings`.
@@ -883,7 +953,7 @@ impl LogIndex {
         }
         let mut changes = Changes::default();
         changes.remove_row(&gw, id, &RowFields::from(&old));
-        let stored = encode_row(&mut new);
+        let stored = Payload::Owned(encode_row(&mut new));
         changes.add_row(&gw, id, stored, &RowFields::from(&new));
         // Entries present in both old and new were removed then re-inserted in the same batch;
         // sled applies batch operations in order, so they survive.
@@ -1212,7 +1282,12 @@ impl LogIndex {
             for entry in stored_rows(&key, value.into())? {
                 // Stored rows are in stored form already: read in place, kept as they are.
                 let row = read_stored(&entry)?;
-                changes.add_row(&gw, entry.id, row.stored, &row.fields);
+                changes.add_row(
+                    &gw,
+                    entry.id,
+                    Payload::Owned(row.stored.into_vec()),
+                    &row.fields,
+                );
                 pending += 1;
             }
             if pending >= DELETE_CHUNK {

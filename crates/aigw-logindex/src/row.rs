@@ -15,6 +15,8 @@
 use std::borrow::Cow;
 
 use aigw_proto::shard::{BodyLocation, LogRecord, MetadataEntry};
+
+use crate::bucket::Payload;
 use prost::DecodeError;
 use prost::bytes::Buf;
 use prost::encoding::{
@@ -96,7 +98,7 @@ pub(crate) struct WireRow<'a> {
     pub gateway: &'a str,
     pub fields: RowFields<'a>,
     /// The row as stored: its encoding without id, account and gateway.
-    pub stored: Vec<u8>,
+    pub stored: Payload<'a>,
 }
 
 impl<'a> WireRow<'a> {
@@ -117,11 +119,15 @@ impl<'a> WireRow<'a> {
                 metadata: Cow::Owned(Vec::new()),
                 bodies: None,
             },
-            stored: Vec::with_capacity(encoded.len()),
+            stored: Payload::Joined([&[], &[]]),
         };
         let ctx = DecodeContext::default();
         let mut buf = encoded;
-        // The stored form is `encoded` with the key's fields cut out: spans copied as they end.
+        // The stored form is `encoded` with the key's fields cut out: the spans between them,
+        // borrowed. prost writes fields in tag order, so the stored form of a row it encoded is
+        // two spans: `created_at_ms` (between the id and the account) and what follows the
+        // gateway.
+        let mut kept = KeptSpans::default();
         let mut kept_from = 0;
         while buf.has_remaining() {
             let field_start = encoded.len() - buf.len();
@@ -169,17 +175,71 @@ impl<'a> WireRow<'a> {
                     &mut buf,
                     ctx.clone(),
                 )?,
-                _ => skip_field(wire_type, tag, &mut buf, ctx.clone())?,
+                _ => skip_value(wire_type, tag, &mut buf)?,
             }
             if matches!(tag, tag::ID | tag::ACCOUNT_ID | tag::GATEWAY_ID) {
-                row.stored
-                    .extend_from_slice(&encoded[kept_from..field_start]);
+                kept.push(&encoded[kept_from..field_start]);
                 kept_from = encoded.len() - buf.len();
             }
         }
-        row.stored.extend_from_slice(&encoded[kept_from..]);
+        kept.push(&encoded[kept_from..]);
+        row.stored = kept.into_payload();
         Ok(row)
     }
+}
+
+/// The spans of an encoding kept in a stored form: borrowed while there are at most two,
+/// copied into a buffer from the third on (only an encoding prost would not write has more).
+#[derive(Default)]
+struct KeptSpans<'a> {
+    pieces: [&'a [u8]; 2],
+    count: usize,
+    joined: Vec<u8>,
+}
+
+impl<'a> KeptSpans<'a> {
+    fn push(&mut self, span: &'a [u8]) {
+        if span.is_empty() {
+            return;
+        }
+        if self.count < self.pieces.len() {
+            self.pieces[self.count] = span;
+            self.count += 1;
+            return;
+        }
+        if self.joined.is_empty() {
+            self.joined = self.pieces.concat();
+        }
+        self.joined.extend_from_slice(span);
+    }
+
+    fn into_payload(self) -> Payload<'a> {
+        if self.joined.is_empty() {
+            Payload::Joined(self.pieces)
+        } else {
+            Payload::Owned(self.joined)
+        }
+    }
+}
+
+/// Skips a field's value, as prost's `skip_field` does, without its bookkeeping for groups
+/// (which no `LogRecord` field is; they are left to prost). Most of a row's fields are
+/// skipped, so this is most of reading one.
+fn skip_value(wire_type: WireType, tag: u32, buf: &mut &[u8]) -> Result<(), WireError> {
+    let len = match wire_type {
+        WireType::Varint => return decode_varint(buf).map(drop).map_err(WireError::from),
+        WireType::SixtyFourBit => 8,
+        WireType::ThirtyTwoBit => 4,
+        WireType::LengthDelimited => {
+            usize::try_from(decode_varint(buf)?).map_err(|_| WireError::Underflow)?
+        }
+        WireType::StartGroup | WireType::EndGroup => {
+            return Ok(skip_field(wire_type, tag, buf, DecodeContext::default())?);
+        }
+    };
+    let rest = buf.get(len..).ok_or(WireError::Underflow)?;
+    *buf = rest;
+    Ok(())
 }
 
 /// A length-delimited field's bytes.
@@ -351,8 +411,58 @@ mod tests {
         expected.id = Default::default();
         expected.account_id.clear();
         expected.gateway_id.clear();
-        assert_eq!(LogRecord::decode(&wire.stored[..]).unwrap(), expected);
-        assert_eq!(wire.stored.len(), expected.encoded_len());
+        assert_eq!(
+            LogRecord::decode(&wire.stored.clone().into_vec()[..]).unwrap(),
+            expected
+        );
+        assert_eq!(wire.stored.clone().into_vec().len(), expected.encoded_len());
+    }
+
+    #[test]
+    fn key_fields_between_others_leave_a_stored_form_of_every_span_between_them() {
+        let row = record(3);
+        let field = |record: LogRecord| record.encode_to_vec();
+        // id, provider, account, model, gateway, the rest: three spans kept, joined.
+        let encoded = [
+            field(LogRecord {
+                id: row.id.clone(),
+                ..LogRecord::default()
+            }),
+            field(LogRecord {
+                provider: row.provider.clone(),
+                ..LogRecord::default()
+            }),
+            field(LogRecord {
+                account_id: row.account_id.clone(),
+                ..LogRecord::default()
+            }),
+            field(LogRecord {
+                model: row.model.clone(),
+                ..LogRecord::default()
+            }),
+            field(LogRecord {
+                gateway_id: row.gateway_id.clone(),
+                ..LogRecord::default()
+            }),
+            field(LogRecord {
+                id: Default::default(),
+                account_id: String::new(),
+                gateway_id: String::new(),
+                provider: String::new(),
+                model: String::new(),
+                ..row.clone()
+            }),
+        ]
+        .concat();
+        let wire = WireRow::parse(&encoded).unwrap();
+        assert!(matches!(wire.stored, Payload::Owned(_)));
+        let mut expected = row.clone();
+        expected.id = Default::default();
+        expected.account_id.clear();
+        expected.gateway_id.clear();
+        let stored = wire.stored.into_vec();
+        assert_eq!(LogRecord::decode(&stored[..]).unwrap(), expected);
+        assert_eq!(stored.len(), expected.encoded_len());
     }
 
     #[test]
@@ -388,7 +498,10 @@ mod tests {
         expected.id = Default::default();
         expected.account_id.clear();
         expected.gateway_id.clear();
-        assert_eq!(LogRecord::decode(&wire.stored[..]).unwrap(), expected);
+        assert_eq!(
+            LogRecord::decode(&wire.stored.clone().into_vec()[..]).unwrap(),
+            expected
+        );
     }
 
     #[test]
