@@ -167,6 +167,10 @@ impl Codec {
 /// single-segment frame header declaring the 4-byte content size and a content checksum, the
 /// block, and the low 32 bits of the body's XXH64. `body` must be under [`STORED_BELOW_BYTES`]
 /// (one block holds at most 128 KiB).
+/// Bytes a frame adds to the body it stores uncompressed: [`MAGIC`], zstd's magic, frame
+/// header descriptor and content size, block header, checksum.
+pub(crate) const STORED_FRAME_OVERHEAD: usize = MAGIC.len() + ZSTD_MAGIC.len() + 1 + 4 + 3 + 4;
+
 fn store_frame_into(body: &[u8], out: &mut Vec<u8>) {
     debug_assert!(body.len() < STORED_BELOW_BYTES);
     // Frame_Header_Descriptor: content size in 4 bytes (flag 2), single segment, checksum.
@@ -174,7 +178,7 @@ fn store_frame_into(body: &[u8], out: &mut Vec<u8>) {
     let len = body.len() as u32;
     // Block_Header: last block, type Raw (0), size in the upper 21 bits.
     let block_header = (len << 3) | 1;
-    out.reserve(MAGIC.len() + ZSTD_MAGIC.len() + 1 + 4 + 3 + body.len() + 4);
+    out.reserve(STORED_FRAME_OVERHEAD + body.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&ZSTD_MAGIC);
     out.push(DESCRIPTOR);

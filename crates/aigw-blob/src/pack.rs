@@ -11,6 +11,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::codec::STORED_FRAME_OVERHEAD;
 use crate::{BlobError, BlobStore, ByteRange, Codec, validate_key};
 
 /// Builds one pack object: the codec frames (AGB1 + zstd, checksummed) of many bodies, back to
@@ -25,9 +26,18 @@ impl PackWriter {
     /// [`Codec::max_decoded_bytes`] of the codec they are later read with, or
     /// [`read_body`] refuses them.
     pub fn new(codec: Codec) -> Self {
+        Self::with_room_for(codec, 0, 0)
+    }
+
+    /// [`PackWriter::new`], with room made at once for `bodies` bodies of `body_bytes` in all
+    /// (stored as they are, the most a small body takes): a pack grown by doubling copied
+    /// itself over and over, each time into freshly faulted-in pages.
+    pub fn with_room_for(codec: Codec, bodies: usize, body_bytes: usize) -> Self {
         Self {
             codec,
-            buf: Vec::new(),
+            buf: Vec::with_capacity(
+                body_bytes.saturating_add(bodies.saturating_mul(STORED_FRAME_OVERHEAD)),
+            ),
         }
     }
 

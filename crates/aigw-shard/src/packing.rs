@@ -5,7 +5,6 @@
 //! into one pack, each as its own codec frame so a single body reads back with a ranged read;
 //! the row records the pack id and where its frames lie (`BodyLocation`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aigw_blob::pack::PackWriter;
@@ -14,6 +13,7 @@ use aigw_logindex::pack_key;
 use aigw_proto::shard::{BodyLocation, IngestEntry, LogRecord};
 use aigw_types::unix_now_ms;
 use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt};
 
 /// A pack is closed once it holds this many bytes, so a batch of huge bodies is split into
 /// objects a reader or a rewrite (erasing on S3) can handle.
@@ -83,7 +83,21 @@ pub(crate) fn pack_batch(
     // Open packs by account, then gateway: looked up by the row's own strings, so only a
     // gateway's first row in the batch copies its names.
     let mut open: HashMap<String, HashMap<String, OpenPack>> = HashMap::new();
+    // The bodies not packed yet: a pack opens with room for them all (a batch is mostly one
+    // gateway's), up to a full pack.
+    let bodies_of = |entry: &IngestEntry| {
+        let lens = [&entry.request_body, &entry.response_body].map(|b| b.as_ref().map(Bytes::len));
+        (
+            lens.iter().flatten().count(),
+            lens.iter().flatten().sum::<usize>(),
+        )
+    };
+    let (mut bodies_left, mut bytes_left) = entries
+        .iter()
+        .map(bodies_of)
+        .fold((0, 0), |(n, bytes), (m, more)| (n + m, bytes + more));
     for entry in entries {
+        let (bodies, bytes) = bodies_of(&entry);
         let mut row = entry
             .record
             .ok_or_else(|| PackError::InvalidEntry("ingest entry without a record".into()))?;
@@ -107,9 +121,14 @@ pub(crate) fn pack_batch(
                 .entry(row.gateway_id.clone())
                 .or_insert_with(|| OpenPack {
                     id: ids.next(),
-                    writer: PackWriter::new(codec),
+                    writer: PackWriter::with_room_for(
+                        codec,
+                        bodies_left,
+                        bytes_left.min(PACK_MAX_BYTES as usize),
+                    ),
                 }),
         };
+        (bodies_left, bytes_left) = (bodies_left - bodies, bytes_left - bytes);
         let offset = pack.writer.len();
         let mut frame_len = |body: Option<Bytes>| -> Result<u64, BlobError> {
             body.map_or(Ok(0), |b| Ok(pack.writer.push(&b)?.len))
