@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 
-use aigw_providers::{PricingTable, WireFormat, extract_usage};
+use aigw_providers::{PricingTable, WireFormat, extract_tokens, extract_usage};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// A non-streamed OpenAI chat completion of about 2 KiB.
@@ -81,6 +81,15 @@ fn bench_extract(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| extract_usage(wire, path, black_box(body.as_bytes()), streamed))
+        });
+        // What the edge runs when the request named the model.
+        let tokens = extract_tokens(wire, path, body.as_bytes(), streamed);
+        assert_eq!(
+            (tokens.tokens_in, tokens.tokens_out),
+            (usage.tokens_in, usage.tokens_out)
+        );
+        group.bench_function(format!("{name}_tokens_only"), |b| {
+            b.iter(|| extract_tokens(wire, path, black_box(body.as_bytes()), streamed))
         });
     }
     group.finish();

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aigw_providers::{
-    CustomCost, PricingTable, WireFormat, extract_usage, extract_usage_tail, model_type,
-    request_model,
+    CustomCost, PricingTable, WireFormat, extract_tokens, extract_usage, extract_usage_tail,
+    model_type, request_model,
 };
 use aigw_types::LogRecord;
 use bytes::{Bytes, BytesMut};
@@ -93,15 +93,20 @@ impl PendingLog {
             custom_cost,
         } = self;
         let response_body = response_body.join();
-        let mut usage = extract_usage(wire, &record.path, &response_body, record.streamed);
+        let requested = request_model(wire, &record.path, &request_body);
+        // The response's model is wanted only when the request did not name one.
+        let extract = if requested.is_some() {
+            extract_tokens
+        } else {
+            extract_usage
+        };
+        let mut usage = extract(wire, &record.path, &response_body, record.streamed);
         if record.response_body_truncated {
             let tail = extract_usage_tail(wire, &record.path, &response_tail, record.streamed);
             usage.tokens_in = tail.tokens_in.or(usage.tokens_in);
             usage.tokens_out = tail.tokens_out.or(usage.tokens_out);
         }
-        record.model = request_model(wire, &record.path, &request_body)
-            .or(usage.model)
-            .unwrap_or_default();
+        record.model = requested.or(usage.model).unwrap_or_default();
         record.model_type = model_type(&record.path).to_owned();
         record.tokens_in = usage.tokens_in;
         record.tokens_out = usage.tokens_out;

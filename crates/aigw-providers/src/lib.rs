@@ -12,4 +12,6 @@ pub mod usage;
 
 pub use pricing::{CustomCost, CustomCostError, Price, PricingTable};
 pub use registry::{Provider, ProviderCatalog, UpstreamTarget, WireFormat};
-pub use usage::{Usage, extract_usage, extract_usage_tail, model_type, request_model};
+pub use usage::{
+    Usage, extract_tokens, extract_usage, extract_usage_tail, model_type, request_model,
+};

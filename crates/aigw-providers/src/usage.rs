@@ -19,7 +19,9 @@
 //! a space; multi-line `data` is joined with `\n` as the SSE spec says. An event is only
 //! JSON-decoded when a cheap substring search says it can carry what is still missing (a non-null
 //! `"usage"` and the like, or `"model"` while no model is known yet), so the text chunks of a
-//! long stream are skimmed, not parsed.
+//! long stream are skimmed, not parsed. When only the token counts are wanted
+//! ([`extract_tokens`]: the request named the model), a JSON object with a top-level `usage`
+//! member is read from that member on, skipping the choices' text before it.
 //!
 //! # Per wire format
 //!
@@ -75,13 +77,37 @@ pub struct Usage {
 /// `path` is the upstream path (query string optional); `streamed` says the response was
 /// `text/event-stream`. See the [module docs](self) for what is read for each wire format.
 pub fn extract_usage(wire: WireFormat, path: &str, body: &[u8], streamed: bool) -> Usage {
+    extract(wire, path, body, streamed, Wanted::All)
+}
+
+/// [`extract_usage`] for a caller that needs only the token counts (the request named the
+/// model): the response's model may be left out.
+///
+/// A JSON object with a top-level `usage` member — OpenAI's and Anthropic's answers, and those
+/// of most OpenAI-compatible APIs, where it follows the text of every choice — is read from
+/// that member on, without walking the members before it. Otherwise, and when that member
+/// holds no token counts, this is [`extract_usage`].
+pub fn extract_tokens(wire: WireFormat, path: &str, body: &[u8], streamed: bool) -> Usage {
+    extract(wire, path, body, streamed, Wanted::Tokens)
+}
+
+/// What the caller of [`extract`] wants of a body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// Token counts and the model.
+    All,
+    /// Token counts only.
+    Tokens,
+}
+
+fn extract(wire: WireFormat, path: &str, body: &[u8], streamed: bool, wanted: Wanted) -> Usage {
     match wire {
         WireFormat::Opaque => Usage::default(),
-        WireFormat::OpenAi | WireFormat::WorkersAi => run(OpenAiSink::default(), body, streamed),
-        _ if openai_compatible_path(path) => run(OpenAiSink::default(), body, streamed),
-        WireFormat::Anthropic => run(AnthropicSink::default(), body, streamed),
-        WireFormat::GoogleAiStudio => run(GoogleSink::default(), body, streamed),
-        WireFormat::Cohere => run(CohereSink::default(), body, streamed),
+        WireFormat::OpenAi | WireFormat::WorkersAi => run::<OpenAiSink>(body, streamed, wanted),
+        _ if openai_compatible_path(path) => run::<OpenAiSink>(body, streamed, wanted),
+        WireFormat::Anthropic => run::<AnthropicSink>(body, streamed, wanted),
+        WireFormat::GoogleAiStudio => run::<GoogleSink>(body, streamed, wanted),
+        WireFormat::Cohere => run::<CohereSink>(body, streamed, wanted),
     }
 }
 
@@ -258,9 +284,17 @@ fn looks_like_sse(body: &[u8]) -> bool {
     FIELDS.iter().any(|p| start.starts_with(p))
 }
 
-fn run<S: UsageSink>(mut sink: S, body: &[u8], streamed: bool) -> Usage {
+fn run<S: UsageSink + Default>(body: &[u8], streamed: bool, wanted: Wanted) -> Usage {
     let body = without_bom(body);
-    match first_non_blank(body) {
+    let first = first_non_blank(body);
+    if wanted == Wanted::Tokens
+        && first == Some(b'{')
+        && let Some(usage) = top_level_usage::<S>(body)
+    {
+        return usage;
+    }
+    let mut sink = S::default();
+    match first {
         Some(b'{' | b'[') => walk_all(body, &mut sink),
         Some(_) if streamed || looks_like_sse(body) => {
             for data in SseEvents::new(body) {
@@ -272,6 +306,28 @@ fn run<S: UsageSink>(mut sink: S, body: &[u8], streamed: bool) -> Usage {
         _ => {}
     }
     sink.finish()
+}
+
+/// The token counts of the JSON object `body`'s top-level `usage` member, read from that member
+/// on: `{` and the body from the last `"usage"` key on must be one whole object, which they
+/// are only when that key is a member of the object the body's final `}` closes. (A `"usage"`
+/// inside a string has its quotes escaped, so it is not a key: no `{` or `,` comes before it.)
+/// `None` when the body is not like that, or the member holds no token counts.
+fn top_level_usage<S: UsageSink + Default>(body: &[u8]) -> Option<Usage> {
+    const KEY: &[u8] = b"\"usage\"";
+    let at = memchr::memmem::rfind(body, KEY)?;
+    if !matches!(body[..at].trim_ascii_end().last(), Some(b'{' | b',')) {
+        return None;
+    }
+    let mut members = Vec::with_capacity(1 + body.len() - at);
+    members.push(b'{');
+    members.extend_from_slice(&body[at..]);
+    let mut sink = S::default();
+    let mut de = serde_json::Deserializer::from_slice(&members);
+    Walk(&mut sink).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    let usage = sink.finish();
+    (usage.tokens_in.is_some() || usage.tokens_out.is_some()).then_some(usage)
 }
 
 fn body_model(body: &[u8]) -> Option<String> {
@@ -979,12 +1035,25 @@ mod tests {
         usage(Some(tokens_in), Some(tokens_out), Some(model))
     }
 
+    /// [`extract_usage`], checking that [`extract_tokens`] reads the same token counts.
+    fn extracted(wire: WireFormat, path: &str, body: &[u8], streamed: bool) -> Usage {
+        let usage = extract_usage(wire, path, body, streamed);
+        let tokens = extract_tokens(wire, path, body, streamed);
+        assert_eq!(
+            (tokens.tokens_in, tokens.tokens_out),
+            (usage.tokens_in, usage.tokens_out),
+            "token counts of {:?}",
+            String::from_utf8_lossy(body)
+        );
+        usage
+    }
+
     fn crlf(s: &str) -> String {
         s.replace('\n', "\r\n")
     }
 
     fn oai(body: &str, streamed: bool) -> Usage {
-        extract_usage(
+        extracted(
             WireFormat::OpenAi,
             "/chat/completions",
             body.as_bytes(),
@@ -1013,10 +1082,48 @@ mod tests {
     }
 
     #[test]
+    fn a_top_level_usage_member_is_read_from_that_member_on() {
+        let read = |body: &str| top_level_usage::<OpenAiSink>(body.as_bytes());
+        // Members after it; a quoted "usage" in a string before it.
+        assert_eq!(read(OPENAI_CHAT), Some(usage(Some(19), Some(10), None)));
+        assert_eq!(
+            top_level_usage::<AnthropicSink>(ANTHROPIC_JSON.as_bytes()),
+            Some(usage(Some(2095 + 100 + 1000), Some(503), None))
+        );
+        // The last "usage" key is not top-level: nested after it, or inside a string.
+        let nested_after = r#"{"usage":{"prompt_tokens":1,"completion_tokens":2},
+            "extra":{"usage":{"prompt_tokens":99,"completion_tokens":99}}}"#;
+        let quoted_after = r#"{"usage":{"prompt_tokens":1,"completion_tokens":2},
+            "note":""usage":{"prompt_tokens":99,"completion_tokens":99}}"}"#;
+        let only_nested = r#"{"choices":[{"usage":{"prompt_tokens":99,"completion_tokens":99}}]}"#;
+        for body in [nested_after, quoted_after, only_nested] {
+            assert_eq!(read(body), None, "{body}");
+        }
+        // Read by walking the whole body instead.
+        let tokens = |body: &str| {
+            let u = extract_tokens(
+                WireFormat::OpenAi,
+                "/chat/completions",
+                body.as_bytes(),
+                false,
+            );
+            (u.tokens_in, u.tokens_out)
+        };
+        assert_eq!(tokens(nested_after), (Some(1), Some(2)));
+        assert_eq!(tokens(quoted_after), (Some(1), Some(2)));
+        assert_eq!(tokens(only_nested), (None, None));
+        // A null usage is no answer: Groq's x_groq usage still counts.
+        let null_usage =
+            r#"{"x_groq":{"usage":{"prompt_tokens":3,"completion_tokens":4}},"usage":null}"#;
+        assert_eq!(read(null_usage), None);
+        assert_eq!(tokens(null_usage), (Some(3), Some(4)));
+    }
+
+    #[test]
     fn openai_embeddings_have_no_output_tokens() {
         let body = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2]}],
             "model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}"#;
-        let u = extract_usage(WireFormat::OpenAi, "/embeddings", body.as_bytes(), false);
+        let u = extracted(WireFormat::OpenAi, "/embeddings", body.as_bytes(), false);
         assert_eq!(u, usage(Some(5), None, Some("text-embedding-3-small")));
     }
 
@@ -1024,7 +1131,7 @@ mod tests {
     fn openai_legacy_completions_json() {
         let body = r#"{"id":"cmpl-1","object":"text_completion","model":"gpt-3.5-turbo-instruct",
             "choices":[{"text":"x","index":0}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
-        let u = extract_usage(WireFormat::OpenAi, "/completions", body.as_bytes(), false);
+        let u = extracted(WireFormat::OpenAi, "/completions", body.as_bytes(), false);
         assert_eq!(u, full(5, 7, "gpt-3.5-turbo-instruct"));
     }
 
@@ -1035,7 +1142,7 @@ mod tests {
             "tools":[{"type":"function","name":"f","parameters":{"type":"object","properties":{"usage":{"type":"string"}}}}],
             "usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,
                      "output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}}"#;
-        let u = extract_usage(WireFormat::OpenAi, "/responses", body.as_bytes(), false);
+        let u = extracted(WireFormat::OpenAi, "/responses", body.as_bytes(), false);
         assert_eq!(u, full(36, 87, "gpt-4.1-2025-04-14"));
     }
 
@@ -1138,9 +1245,9 @@ event: response.completed
 data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1","status":"completed","model":"o4-mini-2025-04-16","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":37,"output_tokens":11,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":48}}}
 
 "#;
-        let u = extract_usage(WireFormat::OpenAi, "/responses", body.as_bytes(), true);
+        let u = extracted(WireFormat::OpenAi, "/responses", body.as_bytes(), true);
         assert_eq!(u, full(37, 11, "o4-mini-2025-04-16"));
-        let u = extract_usage(
+        let u = extracted(
             WireFormat::OpenAi,
             "/responses",
             crlf(body).as_bytes(),
@@ -1220,7 +1327,7 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
         for wire in wires {
             for body in samples.iter().copied().chain([deep.as_bytes()]) {
                 for streamed in [false, true] {
-                    let u = extract_usage(wire, "/x", body, streamed);
+                    let u = extracted(wire, "/x", body, streamed);
                     assert_eq!(
                         (u.tokens_in, u.tokens_out),
                         (None, None),
@@ -1264,10 +1371,10 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
     #[test]
     fn workers_ai_json() {
         let body = r#"{"result":{"response":"Hello","tool_calls":[],"usage":{"prompt_tokens":23,"completion_tokens":9,"total_tokens":32}},"success":true,"errors":[],"messages":[]}"#;
-        let u = extract_usage(WireFormat::WorkersAi, WAI_PATH, body.as_bytes(), false);
+        let u = extracted(WireFormat::WorkersAi, WAI_PATH, body.as_bytes(), false);
         assert_eq!(u, usage(Some(23), Some(9), None));
         let body = r#"{"result":{"shape":[1,768],"data":[[0.1]]},"success":true}"#;
-        let u = extract_usage(
+        let u = extracted(
             WireFormat::WorkersAi,
             "/@cf/baai/bge-base-en-v1.5",
             body.as_bytes(),
@@ -1283,7 +1390,7 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
                     data: {\"response\":\"\",\"usage\":{\"prompt_tokens\":23,\"completion_tokens\":2,\"total_tokens\":25}}\n\n\
                     data: [DONE]\n\n";
         for b in [body.to_owned(), crlf(body)] {
-            let u = extract_usage(WireFormat::WorkersAi, WAI_PATH, b.as_bytes(), true);
+            let u = extracted(WireFormat::WorkersAi, WAI_PATH, b.as_bytes(), true);
             assert_eq!(u, usage(Some(23), Some(2), None));
         }
     }
@@ -1291,7 +1398,7 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
     #[test]
     fn workers_ai_openai_compatible_endpoint() {
         let body = r#"{"id":"x","object":"chat.completion","model":"@cf/meta/llama-3.1-8b-instruct","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":5}}"#;
-        let u = extract_usage(
+        let u = extracted(
             WireFormat::WorkersAi,
             "/v1/chat/completions",
             body.as_bytes(),
@@ -1303,7 +1410,7 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
     // --- Anthropic ----------------------------------------------------------------------------
 
     fn anthropic(body: &str, streamed: bool) -> Usage {
-        extract_usage(
+        extracted(
             WireFormat::Anthropic,
             "/v1/messages",
             body.as_bytes(),
@@ -1409,7 +1516,7 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
     // --- Google AI Studio ---------------------------------------------------------------------
 
     fn google(path: &str, body: &str, streamed: bool) -> Usage {
-        extract_usage(WireFormat::GoogleAiStudio, path, body.as_bytes(), streamed)
+        extracted(WireFormat::GoogleAiStudio, path, body.as_bytes(), streamed)
     }
 
     const GEMINI_PATH: &str = "/v1beta/models/gemini-1.5-flash:generateContent";
@@ -1494,7 +1601,7 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
     // --- Cohere -------------------------------------------------------------------------------
 
     fn cohere(path: &str, body: &str, streamed: bool) -> Usage {
-        extract_usage(WireFormat::Cohere, path, body.as_bytes(), streamed)
+        extracted(WireFormat::Cohere, path, body.as_bytes(), streamed)
     }
 
     #[test]
@@ -1558,7 +1665,7 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
 
     #[test]
     fn opaque_extracts_nothing() {
-        let u = extract_usage(
+        let u = extracted(
             WireFormat::Opaque,
             "/v1/predictions",
             OPENAI_CHAT.as_bytes(),
