@@ -55,7 +55,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::LazyLock;
 
-use memchr::memmem::Finder;
+use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -314,8 +314,7 @@ fn run<S: UsageSink + Default>(body: &[u8], streamed: bool, wanted: Wanted) -> U
 /// inside a string has its quotes escaped, so it is not a key: no `{` or `,` comes before it.)
 /// `None` when the body is not like that, or the member holds no token counts.
 fn top_level_usage<S: UsageSink + Default>(body: &[u8]) -> Option<Usage> {
-    const KEY: &[u8] = b"\"usage\"";
-    let at = memchr::memmem::rfind(body, KEY)?;
+    let at = LAST_USAGE.rfind(body)?;
     if !matches!(body[..at].trim_ascii_end().last(), Some(b'{' | b',')) {
         return None;
     }
@@ -424,6 +423,9 @@ static USAGE_METADATA: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"usageMetadata\""));
 static MODEL_VERSION: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"modelVersion\""));
+/// The last `"usage"` of a body (building the searcher per call cost more than searching).
+static LAST_USAGE: LazyLock<FinderRev<'static>> =
+    LazyLock::new(|| FinderRev::new(b"\"usage\""));
 
 /// Whether `data` has the (quoted) key `finder` looks for with a value other than `null`.
 ///
