@@ -424,8 +424,7 @@ static USAGE_METADATA: LazyLock<Finder<'static>> =
 static MODEL_VERSION: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"modelVersion\""));
 /// The last `"usage"` of a body (building the searcher per call cost more than searching).
-static LAST_USAGE: LazyLock<FinderRev<'static>> =
-    LazyLock::new(|| FinderRev::new(b"\"usage\""));
+static LAST_USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
 
 /// Whether `data` has the (quoted) key `finder` looks for with a value other than `null`.
 ///
