@@ -137,6 +137,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pack_opened_with_room_for_its_small_bodies_never_grows() {
+        let bodies = ["", "short", "a somewhat longer body of a few dozen bytes"];
+        let total = bodies.iter().map(|b| b.len()).sum();
+        let mut pack = PackWriter::with_room_for(Codec::default(), bodies.len(), total);
+        let room = pack.buf.capacity();
+        for body in bodies {
+            pack.push(body.as_bytes()).unwrap();
+        }
+        assert_eq!(pack.buf.capacity(), room);
+        assert_eq!(
+            pack.len() as usize,
+            total + bodies.len() * STORED_FRAME_OVERHEAD
+        );
+    }
+
+    #[test]
     fn frames_lie_back_to_back() {
         let codec = Codec::default();
         let mut writer = PackWriter::new(codec);

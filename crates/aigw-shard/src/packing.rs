@@ -5,6 +5,7 @@
 //! into one pack, each as its own codec frame so a single body reads back with a ranged read;
 //! the row records the pack id and where its frames lie (`BodyLocation`).
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aigw_blob::pack::PackWriter;
@@ -18,6 +19,9 @@ use foldhash::{HashMap, HashMapExt};
 /// A pack is closed once it holds this many bytes, so a batch of huge bodies is split into
 /// objects a reader or a rewrite (erasing on S3) can handle.
 pub(crate) const PACK_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Hashes a gateway's names for the room its packs open with (fixed: no state to share).
+static GATEWAY_HASH: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0);
 
 /// Bits of a pack id below its millisecond timestamp.
 const SEQ_BITS: u32 = 22;
@@ -83,8 +87,12 @@ pub(crate) fn pack_batch(
     // Open packs by account, then gateway: looked up by the row's own strings, so only a
     // gateway's first row in the batch copies its names.
     let mut open: HashMap<String, HashMap<String, OpenPack>> = HashMap::new();
-    // The bodies not packed yet: a pack opens with room for them all (a batch is mostly one
-    // gateway's), up to a full pack.
+    // The bodies each gateway has left to pack: a pack opens with room for them (one grown by
+    // doubling copied itself into fresh pages over and over), up to a full pack. Gateways are
+    // told apart by a hash of their names: a collision only misjudges the room.
+    let gateway_of = |record: &LogRecord| {
+        GATEWAY_HASH.hash_one((record.account_id.as_str(), record.gateway_id.as_str()))
+    };
     let bodies_of = |entry: &IngestEntry| {
         let lens = [&entry.request_body, &entry.response_body].map(|b| b.as_ref().map(Bytes::len));
         (
@@ -92,10 +100,14 @@ pub(crate) fn pack_batch(
             lens.iter().flatten().sum::<usize>(),
         )
     };
-    let (mut bodies_left, mut bytes_left) = entries
-        .iter()
-        .map(bodies_of)
-        .fold((0, 0), |(n, bytes), (m, more)| (n + m, bytes + more));
+    let mut left: HashMap<u64, (usize, usize)> = HashMap::new();
+    for entry in &entries {
+        if let Some(record) = &entry.record {
+            let (bodies, bytes) = bodies_of(entry);
+            let gateway = left.entry(gateway_of(record)).or_default();
+            *gateway = (gateway.0 + bodies, gateway.1 + bytes);
+        }
+    }
     for entry in entries {
         let (bodies, bytes) = bodies_of(&entry);
         let mut row = entry
@@ -115,6 +127,7 @@ pub(crate) fn pack_batch(
             Some(packs) => packs,
             None => open.entry(row.account_id.clone()).or_default(),
         };
+        let gateway_left = left.entry(gateway_of(&row)).or_default();
         let pack = match packs.get_mut(row.gateway_id.as_str()) {
             Some(pack) => pack,
             None => packs
@@ -123,12 +136,15 @@ pub(crate) fn pack_batch(
                     id: ids.next(),
                     writer: PackWriter::with_room_for(
                         codec,
-                        bodies_left,
-                        bytes_left.min(PACK_MAX_BYTES as usize),
+                        gateway_left.0,
+                        gateway_left.1.min(PACK_MAX_BYTES as usize),
                     ),
                 }),
         };
-        (bodies_left, bytes_left) = (bodies_left - bodies, bytes_left - bytes);
+        *gateway_left = (
+            gateway_left.0.saturating_sub(bodies),
+            gateway_left.1.saturating_sub(bytes),
+        );
         let offset = pack.writer.len();
         let mut frame_len = |body: Option<Bytes>| -> Result<u64, BlobError> {
             body.map_or(Ok(0), |b| Ok(pack.writer.push(&b)?.len))
