@@ -163,14 +163,14 @@ impl Codec {
     }
 }
 
-/// Appends [`MAGIC`] and a zstd frame holding `body` in one raw block (RFC 8878 §3.1.1): a
-/// single-segment frame header declaring the 4-byte content size and a content checksum, the
-/// block, and the low 32 bits of the body's XXH64. `body` must be under [`STORED_BELOW_BYTES`]
-/// (one block holds at most 128 KiB).
 /// Bytes a frame adds to the body it stores uncompressed: [`MAGIC`], zstd's magic, frame
 /// header descriptor and content size, block header, checksum.
 pub(crate) const STORED_FRAME_OVERHEAD: usize = MAGIC.len() + ZSTD_MAGIC.len() + 1 + 4 + 3 + 4;
 
+/// Appends [`MAGIC`] and a zstd frame holding `body` in one raw block (RFC 8878 §3.1.1): a
+/// single-segment frame header declaring the 4-byte content size and a content checksum, the
+/// block, and the low 32 bits of the body's XXH64. `body` must be under [`STORED_BELOW_BYTES`]
+/// (one block holds at most 128 KiB).
 fn store_frame_into(body: &[u8], out: &mut Vec<u8>) {
     debug_assert!(body.len() < STORED_BELOW_BYTES);
     // Frame_Header_Descriptor: content size in 4 bytes (flag 2), single segment, checksum.
