@@ -230,9 +230,7 @@ fn skip_value(wire_type: WireType, tag: u32, buf: &mut &[u8]) -> Result<(), Wire
         WireType::Varint => return decode_varint(buf).map(drop).map_err(WireError::from),
         WireType::SixtyFourBit => 8,
         WireType::ThirtyTwoBit => 4,
-        WireType::LengthDelimited => {
-            usize::try_from(decode_varint(buf)?).map_err(|_| WireError::Underflow)?
-        }
+        WireType::LengthDelimited => return len_delimited(wire_type, buf).map(drop),
         WireType::StartGroup | WireType::EndGroup => {
             return Ok(skip_field(wire_type, tag, buf, DecodeContext::default())?);
         }
@@ -389,6 +387,14 @@ mod tests {
         }
     }
 
+    /// `row` as its stored form decodes: without the fields its key carries.
+    fn without_key_fields(mut row: LogRecord) -> LogRecord {
+        row.id = Default::default();
+        row.account_id.clear();
+        row.gateway_id.clear();
+        row
+    }
+
     #[test]
     fn a_wire_row_reads_what_a_full_decode_reads() {
         for n in 0..4 {
@@ -407,10 +413,7 @@ mod tests {
         let row = record(1);
         let wire_encoded = row.encode_to_vec();
         let wire = WireRow::parse(&wire_encoded).unwrap();
-        let mut expected = row.clone();
-        expected.id = Default::default();
-        expected.account_id.clear();
-        expected.gateway_id.clear();
+        let expected = without_key_fields(row.clone());
         assert_eq!(
             LogRecord::decode(&wire.stored.clone().into_vec()[..]).unwrap(),
             expected
@@ -421,45 +424,27 @@ mod tests {
     #[test]
     fn key_fields_between_others_leave_a_stored_form_of_every_span_between_them() {
         let row = record(3);
-        let field = |record: LogRecord| record.encode_to_vec();
         // id, provider, account, model, gateway, the rest: three spans kept, joined.
+        let only = |set: &dyn Fn(&mut LogRecord)| {
+            let mut field = LogRecord::default();
+            set(&mut field);
+            field.encode_to_vec()
+        };
+        let mut rest = without_key_fields(row.clone());
+        rest.provider.clear();
+        rest.model.clear();
         let encoded = [
-            field(LogRecord {
-                id: row.id.clone(),
-                ..LogRecord::default()
-            }),
-            field(LogRecord {
-                provider: row.provider.clone(),
-                ..LogRecord::default()
-            }),
-            field(LogRecord {
-                account_id: row.account_id.clone(),
-                ..LogRecord::default()
-            }),
-            field(LogRecord {
-                model: row.model.clone(),
-                ..LogRecord::default()
-            }),
-            field(LogRecord {
-                gateway_id: row.gateway_id.clone(),
-                ..LogRecord::default()
-            }),
-            field(LogRecord {
-                id: Default::default(),
-                account_id: String::new(),
-                gateway_id: String::new(),
-                provider: String::new(),
-                model: String::new(),
-                ..row.clone()
-            }),
+            only(&|r| r.id = row.id.clone()),
+            only(&|r| r.provider = row.provider.clone()),
+            only(&|r| r.account_id = row.account_id.clone()),
+            only(&|r| r.model = row.model.clone()),
+            only(&|r| r.gateway_id = row.gateway_id.clone()),
+            rest.encode_to_vec(),
         ]
         .concat();
         let wire = WireRow::parse(&encoded).unwrap();
         assert!(matches!(wire.stored, Payload::Owned(_)));
-        let mut expected = row.clone();
-        expected.id = Default::default();
-        expected.account_id.clear();
-        expected.gateway_id.clear();
+        let expected = without_key_fields(row.clone());
         let stored = wire.stored.into_vec();
         assert_eq!(LogRecord::decode(&stored[..]).unwrap(), expected);
         assert_eq!(stored.len(), expected.encoded_len());
@@ -494,10 +479,7 @@ mod tests {
         assert_eq!(wire.fields, RowFields::from(&decoded));
         assert_eq!(wire.fields.provider, "anthropic");
         assert_eq!((wire.account, wire.gateway), ("acct", "gw"));
-        let mut expected = decoded.clone();
-        expected.id = Default::default();
-        expected.account_id.clear();
-        expected.gateway_id.clear();
+        let expected = without_key_fields(decoded.clone());
         assert_eq!(
             LogRecord::decode(&wire.stored.clone().into_vec()[..]).unwrap(),
             expected
