@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use aigw_proto::shard::{BodyLocation, LogRecord, MetadataEntry};
 
 use crate::bucket::Payload;
+use crate::command::tags::{COMMAND_INSERT, COMMAND_KINDS, INSERT_DEFAULT_MAX_ROWS, INSERT_ROWS};
 use prost::DecodeError;
 use prost::bytes::Buf;
 use prost::encoding::{
@@ -38,13 +39,6 @@ mod tag {
     pub const FEEDBACK: u32 = 26;
     pub const BODIES: u32 = 35;
 }
-
-/// Tags of the `Insert` command's fields (crate::command::Insert).
-const INSERT_ROWS: u32 = 1;
-const INSERT_DEFAULT_MAX_ROWS: u32 = 2;
-/// Tags of the `Command` oneof (crate::command::Command): 1 is `Insert`.
-const COMMAND_INSERT: u32 = 1;
-const COMMAND_KINDS: std::ops::RangeInclusive<u32> = 1..=5;
 
 /// Why an encoded command or row does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -505,6 +499,29 @@ mod tests {
         for bad in [&[5 << 3, 1][..], &[(5 << 3) | 2, 2, 0xff, 0xfe][..]] {
             assert!(LogRecord::decode(bad).is_err());
             assert!(WireRow::parse(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn an_insert_encoded_in_one_pass_is_the_command_prost_encodes() {
+        let mut long = record(9);
+        long.error = Some("x".repeat(20_000)); // three-byte row length
+        for rows in [
+            vec![],
+            vec![record(0)],
+            vec![record(1), long, LogRecord::default()],
+        ] {
+            for default_max_rows in [0, 77, u64::MAX] {
+                let insert = Insert {
+                    rows: rows.clone(),
+                    default_max_rows,
+                };
+                let prost = Command {
+                    kind: Some(Kind::Insert(insert.clone())),
+                }
+                .encode_to_vec();
+                assert_eq!(insert.to_command(), prost);
+            }
         }
     }
 

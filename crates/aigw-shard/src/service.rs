@@ -14,7 +14,7 @@ use aigw_proto::shard::{
     BodyKind, CacheGetRequest, CacheGetResponse, CachePutRequest, CachePutResponse,
     DeleteGatewayRequest, DeleteGatewayResponse, DeleteLogsRequest, DeleteLogsResponse,
     GetBodyRequest, GetBodyResponse, GetLogRequest, GetLogResponse, IngestRequest, IngestResponse,
-    LeaseRateRequest, LeaseRateResponse, ListLogsRequest, ListLogsResponse, LogQuery,
+    LeaseRateRequest, LeaseRateResponse, ListLogsRequest, ListLogsResponse, LogQuery, LogRecord,
     UpdateLogRequest, UpdateLogResponse,
 };
 use aigw_raft::{GroupHandle, ReadError, WriteError};
@@ -199,7 +199,12 @@ impl ShardService {
     }
 
     async fn propose(&self, kind: Kind) -> Result<Applied, Status> {
-        let command = Command { kind: Some(kind) }.encode_to_vec();
+        self.propose_encoded(Command { kind: Some(kind) }.encode_to_vec())
+            .await
+    }
+
+    /// Proposes an encoded [`Command`] and waits for it to apply.
+    async fn propose_encoded(&self, command: Vec<u8>) -> Result<Applied, Status> {
         let reply = self.group.write(command).await.map_err(write_status)?;
         Applied::decode(reply.as_slice())
             .map_err(|e| Status::internal(format!("undecodable apply reply: {e}")))
@@ -259,6 +264,18 @@ impl ShardService {
             }
         }
     }
+}
+
+/// The gateways of `rows`, each once (a batch is mostly one gateway's rows).
+fn distinct_gateways(rows: &[LogRecord]) -> Vec<(String, String)> {
+    let distinct: BTreeSet<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.account_id.as_str(), r.gateway_id.as_str()))
+        .collect();
+    distinct
+        .into_iter()
+        .map(|(a, g)| (a.to_owned(), g.to_owned()))
+        .collect()
 }
 
 fn parse_id(bytes: &[u8]) -> Result<Ulid, Status> {
@@ -343,40 +360,33 @@ impl Shard for ShardService {
         self.leading()?;
         let entries = request.into_inner().entries;
         let (codec, ids) = (self.codec, self.pack_ids.clone());
-        let batch = tokio::task::spawn_blocking(move || pack_batch(entries, codec, &ids))
-            .await
-            .map_err(|e| Status::internal(format!("packing task failed: {e}")))?
-            .map_err(|e| match e {
-                PackError::InvalidEntry(m) => Status::invalid_argument(m),
-                PackError::Blob(b) => blob_status(b),
-            })?;
-        // Every body is durable before the rows that point to it are proposed.
-        self.blobs
-            .put_many(batch.packs)
-            .await
-            .map_err(blob_status)?;
-        // Each gateway of the batch once (a batch is mostly one gateway's rows).
-        let gateways: Vec<(String, String)> = match self.quotas {
-            Some(_) => {
-                let distinct: BTreeSet<(&str, &str)> = batch
-                    .rows
-                    .iter()
-                    .map(|r| (r.account_id.as_str(), r.gateway_id.as_str()))
-                    .collect();
-                distinct
-                    .into_iter()
-                    .map(|(a, g)| (a.to_owned(), g.to_owned()))
-                    .collect()
-            }
-            None => Vec::new(),
-        };
-        self.fetch_first_quotas(&gateways).await;
-        let applied = self
-            .propose(Kind::Insert(Insert {
+        let default_max_rows = self.quotas.as_ref().map_or(0, QuotaKeeper::initial_rows);
+        let reports_usage = self.quotas.is_some();
+        // Packing and encoding a batch of a thousand rows take milliseconds: not on an async
+        // worker, which would serve no request meanwhile. The rows are dropped there too.
+        let (packs, command, gateways) = tokio::task::spawn_blocking(move || {
+            let batch = pack_batch(entries, codec, &ids)?;
+            let gateways = if reports_usage {
+                distinct_gateways(&batch.rows)
+            } else {
+                Vec::new()
+            };
+            let insert = Insert {
                 rows: batch.rows,
-                default_max_rows: self.quotas.as_ref().map_or(0, QuotaKeeper::initial_rows),
-            }))
-            .await?;
+                default_max_rows,
+            };
+            Ok((batch.packs, insert.to_command(), gateways))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("packing task failed: {e}")))?
+        .map_err(|e| match e {
+            PackError::InvalidEntry(m) => Status::invalid_argument(m),
+            PackError::Blob(b) => blob_status(b),
+        })?;
+        // Every body is durable before the rows that point to it are proposed.
+        self.blobs.put_many(packs).await.map_err(blob_status)?;
+        self.fetch_first_quotas(&gateways).await;
+        let applied = self.propose_encoded(command).await?;
         self.report_usage(&gateways);
         // Logs of a gateway deleted while they were in flight, or refused by its quota, leave
         // their bodies behind; so do the logs evicted to make room.
