@@ -3,7 +3,7 @@
 //! The table is `pricing.toml` at the root of this crate, compiled into the binary and parsed on
 //! first use. See `docs/pricing.md` for the matching rules and how to update it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -51,11 +51,21 @@ impl Price {
 
 /// Prices per (provider, model).
 ///
-/// Lookups are by provider slug (hash map), then a scan of that provider's rows, longest model
-/// id first; see [`PricingTable::lookup`].
+/// Lookups are by provider slug (hash map), then by exact model id (hash map), then a scan of
+/// that provider's rows, longest model id first; see [`PricingTable::lookup`].
 #[derive(Debug, Default)]
 pub struct PricingTable {
-    providers: HashMap<Box<str>, Vec<Row>>,
+    providers: HashMap<Box<str>, Models>,
+}
+
+/// One provider's rows.
+#[derive(Debug, Default)]
+struct Models {
+    /// Longest model id first.
+    rows: Vec<Row>,
+    /// Every row's price by its (lower-case) model id: most requests name a priced model
+    /// exactly, and every log is priced, so they are found without a scan.
+    exact: HashMap<Box<str>, Price>,
 }
 
 #[derive(Debug)]
@@ -104,7 +114,7 @@ impl PricingTable {
     /// (provider, model) rows (model ids compare case-insensitively).
     pub fn from_toml(text: &str) -> Result<Self, PricingError> {
         let file: TableFile = toml::from_str(text).map_err(|e| PricingError(e.to_string()))?;
-        let mut providers: HashMap<Box<str>, Vec<Row>> = HashMap::new();
+        let mut providers: HashMap<Box<str>, Models> = HashMap::default();
         for (i, row) in file.price.into_iter().enumerate() {
             let n = i + 1;
             let provider = row.provider.trim();
@@ -124,23 +134,24 @@ impl PricingTable {
                     )));
                 }
             }
-            let rows = providers.entry(provider.into()).or_default();
-            if rows.iter().any(|r| *r.model == *model) {
+            let models = providers.entry(provider.into()).or_default();
+            let price = Price {
+                input_per_token: row.input_usd_per_mtok / 1e6,
+                output_per_token: row.output_usd_per_mtok / 1e6,
+            };
+            if models.exact.insert(model.as_str().into(), price).is_some() {
                 return Err(PricingError(format!(
                     "row {n}: duplicate price for {provider} {model}"
                 )));
             }
-            rows.push(Row {
+            models.rows.push(Row {
                 model: model.into(),
-                price: Price {
-                    input_per_token: row.input_usd_per_mtok / 1e6,
-                    output_per_token: row.output_usd_per_mtok / 1e6,
-                },
+                price,
             });
         }
-        for rows in providers.values_mut() {
+        for models in providers.values_mut() {
             // Longest first, so the first match of a scan is the longest (an exact match, if any).
-            rows.sort_by(|a, b| {
+            models.rows.sort_by(|a, b| {
                 b.model
                     .len()
                     .cmp(&a.model.len())
@@ -187,7 +198,7 @@ impl PricingTable {
 
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.providers.values().map(Vec::len).sum()
+        self.providers.values().map(|m| m.rows.len()).sum()
     }
 
     /// Whether the table has no rows.
@@ -196,11 +207,16 @@ impl PricingTable {
     }
 
     fn find(&self, provider: &str, model: &str) -> Option<Price> {
-        let model = model.trim().as_bytes();
-        self.providers
-            .get(provider)?
+        let model = model.trim();
+        let models = self.providers.get(provider)?;
+        // Ids are stored in lower case; a model named in upper case is left to the scan.
+        if let Some(price) = models.exact.get(model) {
+            return Some(*price);
+        }
+        models
+            .rows
             .iter()
-            .find(|row| prices(row.model.as_bytes(), model))
+            .find(|row| prices(row.model.as_bytes(), model.as_bytes()))
             .map(|row| row.price)
     }
 

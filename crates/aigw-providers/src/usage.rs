@@ -334,11 +334,134 @@ fn body_model(body: &[u8]) -> Option<String> {
     if first_non_blank(body) != Some(b'{') {
         return None;
     }
+    match scan_model(body) {
+        Scanned::Found(model) => Some(model.to_owned()),
+        Scanned::Absent => None,
+        Scanned::Unsure => walk_model(body),
+    }
+}
+
+/// The request's model, read by the serde walk.
+fn walk_model(body: &[u8]) -> Option<String> {
     let mut sink = ModelSink::default();
     let mut de = serde_json::Deserializer::from_slice(body);
     // An error is expected: the walk is cut short as soon as the model is found.
     let _ = Walk(&mut sink).deserialize(&mut de);
     sink.model
+}
+
+/// What [`scan_model`] made of a body.
+#[derive(Debug, PartialEq, Eq)]
+enum Scanned<'a> {
+    /// The first top-level `model` member holding a non-empty string.
+    Found(&'a str),
+    /// A whole object without one.
+    Absent,
+    /// Anything the scan does not read (escapes in a key or in the model, a cut or malformed
+    /// body): the serde walk decides.
+    Unsure,
+}
+
+/// The request's model, found by skipping over the top-level members before it without
+/// parsing them: the serde walk spent more on its early stop (an error with a message) and on
+/// the members before `model` (the SDKs send `messages` first) than on finding it. On a
+/// well-formed body it answers as the walk does; on a malformed one it may be more lenient.
+fn scan_model(body: &[u8]) -> Scanned<'_> {
+    let mut at = skip_blank(body, 0);
+    if body.get(at) != Some(&b'{') {
+        return Scanned::Unsure;
+    }
+    at = skip_blank(body, at + 1);
+    if body.get(at) == Some(&b'}') {
+        return Scanned::Absent;
+    }
+    loop {
+        let Some((key, after_key)) = plain_string(body, at) else {
+            return Scanned::Unsure;
+        };
+        at = skip_blank(body, after_key);
+        if body.get(at) != Some(&b':') {
+            return Scanned::Unsure;
+        }
+        at = skip_blank(body, at + 1);
+        if key == b"model" && body.get(at) == Some(&b'"') {
+            let Some((model, _)) = plain_string(body, at) else {
+                return Scanned::Unsure;
+            };
+            match std::str::from_utf8(model) {
+                Ok("") => {}
+                Ok(model) => return Scanned::Found(model),
+                Err(_) => return Scanned::Unsure,
+            }
+        }
+        let Some(end) = skip_json_value(body, at) else {
+            return Scanned::Unsure;
+        };
+        at = end;
+        match body.get(at) {
+            Some(b',') => at = skip_blank(body, at + 1),
+            Some(b'}') => return Scanned::Absent,
+            _ => return Scanned::Unsure,
+        }
+    }
+}
+
+/// The first byte at or after `at` that is not JSON whitespace.
+fn skip_blank(body: &[u8], at: usize) -> usize {
+    at + body
+        .get(at..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
+        .count()
+}
+
+/// The contents of the string starting at `at` and the index after it, when it has no
+/// escapes.
+fn plain_string(body: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    if body.get(at) != Some(&b'"') {
+        return None;
+    }
+    let rest = body.get(at + 1..)?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    (rest[end] == b'"').then(|| (&rest[..end], at + 1 + end + 1))
+}
+
+/// Where the JSON value starting at `at` ends: the `,` or closing bracket after it. The value
+/// is skipped unchecked (strings followed to their closing quote, brackets counted); `None`
+/// when the body ends first.
+fn skip_json_value(body: &[u8], at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = at;
+    loop {
+        match *body.get(i)? {
+            b'"' => {
+                // To the closing quote, stepping over escaped characters.
+                loop {
+                    i += 1 + memchr::memchr2(b'"', b'\\', body.get(i + 1..)?)?;
+                    if body[i] == b'"' {
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                // A closing bracket at depth 0 ends the enclosing object, not this value.
+                if depth == 0 {
+                    return Some(i);
+                }
+                depth -= 1;
+                i += 1;
+            }
+            b',' if depth == 0 => return Some(i),
+            _ => i += 1,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1701,6 +1824,54 @@ data: {"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"
             request_model(WireFormat::Anthropic, "/v1/messages", cut),
             Some("claude-3-5-haiku-latest".into())
         );
+    }
+
+    #[test]
+    fn the_model_scan_answers_as_the_walk_does() {
+        let found = |body: &[u8]| match scan_model(body) {
+            Scanned::Found(model) => Some(model.to_owned()),
+            other => panic!("{other:?} for {}", String::from_utf8_lossy(body)),
+        };
+        for body in [
+            &br#"{"model":"gpt-4o-mini","messages":[]}"#[..],
+            br#"{"messages":[{"role":"user","content":"say \"model\": {\"x\"} ]"}],"model":"gpt-4o"}"#,
+            br#" { "stream" : true , "n":1.5e3, "stop":null, "model" : "m" } "#,
+            br#"{"input":{"model":"inner","a":[1,[2,{"b":"]"}]]},"model":"outer"}"#,
+            br#"{"model":"","model":"second"}"#,
+            br#"{"model":null,"tools":[],"model":"third"}"#,
+            br#"{"model":"cut before the end","messages":[{"role":"us"#,
+            "{\"model\":\"caf\u{e9}\"}".as_bytes(),
+        ] {
+            assert_eq!(found(body), walk_model(body), "{}", String::from_utf8_lossy(body));
+        }
+        for body in [
+            &br#"{}"#[..],
+            br#"{"messages":[{"model":"nested"}],"model":42}"#,
+        ] {
+            assert_eq!(scan_model(body), Scanned::Absent);
+            assert_eq!(walk_model(body), None);
+        }
+        // Left to the walk: escapes in a key or the model, cut or malformed bodies.
+        for body in [
+            &br#"{"mod\u0065l":"escaped-key"}"#[..],
+            br#"{"model":"a\/b"}"#,
+            br#"{"messages":[{"role":"us"#,
+            br#"{"model" "x"}"#,
+            br#"{"a":1]"#,
+            b"{\"model\":\"\xff\"}",
+        ] {
+            assert_eq!(
+                scan_model(body),
+                Scanned::Unsure,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            body_model(br#"{"mod\u0065l":"escaped-key"}"#).as_deref(),
+            Some("escaped-key")
+        );
+        assert_eq!(body_model(br#"{"model":"a\/b"}"#).as_deref(), Some("a/b"));
     }
 
     #[test]
