@@ -252,11 +252,27 @@ impl LaneQueue {
 /// [`LogShipper`] is dropped to flush everything queued.
 pub struct ShipperTask {
     workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Set, and `closed` notified, when the last [`LogShipper`] is dropped.
+    closing: Arc<AtomicBool>,
+    closed: Arc<Notify>,
 }
 
 impl ShipperTask {
-    /// Wait until every queued record has been written (or counted as dropped).
+    /// Wait until the last [`LogShipper`] is dropped and every record it queued has been
+    /// written (or counted as dropped). Until then a record may still open a lane: a
+    /// WebSocket session answering its last request as the server shuts down ships its log
+    /// after the HTTP connections are gone.
     pub async fn drained(self) {
+        loop {
+            // Registered before the flag is read, so a close between the two still wakes us.
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.closing.load(Ordering::SeqCst) {
+                break;
+            }
+            closed.await;
+        }
         loop {
             let workers: Vec<JoinHandle<()>> =
                 std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
@@ -290,6 +306,7 @@ impl LogShipper {
         metrics: Arc<Metrics>,
     ) -> (LogShipper, ShipperTask) {
         let workers = Arc::new(Mutex::new(Vec::new()));
+        let (closing, closed) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
         let queue = Queue {
             sink,
             batch_size: config.batch_size.max(1),
@@ -298,8 +315,8 @@ impl LogShipper {
             buffered: Arc::new(AtomicUsize::new(0)),
             lanes: RwLock::default(),
             workers: workers.clone(),
-            closing: Arc::new(AtomicBool::new(false)),
-            closed: Arc::new(Notify::new()),
+            closing: closing.clone(),
+            closed: closed.clone(),
             metrics,
             last_warning_secs: AtomicU64::new(0),
         };
@@ -307,7 +324,11 @@ impl LogShipper {
             LogShipper {
                 queue: Arc::new(queue),
             },
-            ShipperTask { workers },
+            ShipperTask {
+                workers,
+                closing,
+                closed,
+            },
         )
     }
 
@@ -546,6 +567,22 @@ mod tests {
             response_tail: BytesMut::new(),
             custom_cost: None,
         }
+    }
+
+    #[tokio::test]
+    async fn draining_waits_for_the_last_shipper_and_the_lane_it_opens_last() {
+        let sink = Arc::new(crate::MemorySink::default());
+        let metrics = Arc::new(Metrics::default());
+        let (shipper, task) = LogShipper::spawn(sink.clone(), &LogQueueConfig::default(), metrics);
+        // Draining begins before any record, so before any lane, as when the server stops
+        // while a WebSocket session is still answering.
+        let drained = tokio::spawn(task.drained());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!drained.is_finished(), "drained while a shipper was alive");
+        shipper.ship(pending());
+        drop(shipper);
+        drained.await.unwrap();
+        assert_eq!(sink.entries().len(), 1, "the last record was written");
     }
 
     #[tokio::test]
