@@ -119,6 +119,13 @@ pub(crate) fn pack_batch(
                 "record without account_id or gateway_id".into(),
             ));
         }
+        // Where bodies lie is the shard's to say: a row pointing into a pack of its own
+        // choosing would read, or on deletion erase, another log's bodies.
+        if row.bodies.is_some() {
+            return Err(PackError::InvalidEntry(
+                "record with `bodies` set: the shard places bodies itself".into(),
+            ));
+        }
         if entry.request_body.is_none() && entry.response_body.is_none() {
             batch.rows.push(row);
             continue;
@@ -252,6 +259,12 @@ mod tests {
         let mut no_gateway = entry("a", "", None, None);
         let err = pack_batch(vec![no_gateway.clone()], Codec::default(), &PackIds::new());
         assert!(matches!(err, Err(PackError::InvalidEntry(m)) if m.contains("gateway_id")));
+        let mut placed = entry("a", "g", None, None);
+        if let Some(record) = placed.record.as_mut() {
+            record.bodies = Some(BodyLocation::default());
+        }
+        let err = pack_batch(vec![placed], Codec::default(), &PackIds::new());
+        assert!(matches!(err, Err(PackError::InvalidEntry(m)) if m.contains("`bodies`")));
         no_gateway.record = None;
         let err = pack_batch(vec![no_gateway], Codec::default(), &PackIds::new());
         assert!(matches!(err, Err(PackError::InvalidEntry(m)) if m.contains("without a record")));
