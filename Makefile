@@ -17,6 +17,7 @@ test: lint test-rust test-conformance test-docker
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 ## Rust tests; the S3 blob-store tests run against moto_server from the venv.
 test-rust: venv

@@ -6,7 +6,8 @@
 //! rejection names the parameter or body field), and the v4 response envelope
 //! (`{"success", "errors", "messages", "result", "result_info"}`). It must not touch storage: it
 //! reaches log shards and the account manager only through the gRPC service traits
-//! ([`Shard`], [`Gateways`]), which may be tonic clients or the in-process servers.
+//! ([`Shard`], [`Gateways`](aigw_proto::admin::gateways_server::Gateways)), which may be tonic
+//! clients or the in-process servers.
 //!
 //! Routes, all under `/client/v4/accounts/{account_id}/ai-gateway`:
 //!

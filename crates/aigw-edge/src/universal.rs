@@ -3,7 +3,7 @@
 //! upstream unreachable or silent, 429, 5xx) up to its attempts, with its backoff, and when
 //! they are spent the next step runs. The first answer that is not retryable — or the last
 //! attempt of the last step, whatever it is — is the response, with `cf-aig-step` naming the
-//! step. Every attempt goes through [`forward`] and is logged as its own row (the request's
+//! step. Every attempt goes through `proxy::forward` and is logged as its own row (the request's
 //! event id, its step and attempt number).
 
 use std::sync::Arc;

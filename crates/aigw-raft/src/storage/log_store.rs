@@ -28,8 +28,8 @@ const LAST_PURGED: &[u8] = b"last_purged";
 /// The Raft log of one group. Cheap to clone: clones share the log, and serve as the log
 /// readers of replication tasks.
 ///
-/// Entries are postcard records in the group's [`SegmentLog`]; the vote, the committed log id
-/// and the last purged log id are in the group's `raft-meta` sled tree.
+/// Entries are postcard records in the group's segment log (`SegmentLog`); the vote, the
+/// committed log id and the last purged log id are in the group's `raft-meta` sled tree.
 ///
 /// Durability: `append` reports entries flushed (openraft's `LogFlushed`) only after an
 /// `fdatasync` of the segment files written; `save_vote` and `truncate` sync before
